@@ -1,0 +1,39 @@
+"""Recurrent cells, chosen by short name through one registry.
+
+Every cell shares one interface:
+
+    cell = build(name, input_size, hidden_size, **opts)
+    outputs, final_state = cell(x, state=None)    # x [B, T, I] -> outputs [B, T, H]
+    h_t, state = cell.step(x_t, state)            # one time step, plain PyTorch, reads like the equations
+    state = cell.initial_state(batch, device=..., dtype=...)
+
+`state` is a tensor h [B, H] for rnn/gru/gru_cho and a tuple (h, c) for the LSTM family.
+`cell.step(..., gates=d)` fills the dict `d` with the named gate activations of that step
+(e.g. "forget", "input", "output", "update", "reset"), for gate statistics.
+"""
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+# name -> (module, class); modules are imported lazily so one broken cell cannot hide the others
+CELLS: dict[str, tuple[str, str]] = {
+    "rnn": ("gapbench.cells.rnn", "ElmanRNN"),
+    "gru": ("gapbench.cells.gru", "GRU"),
+    "gru_cho": ("gapbench.cells.gru_cho", "GRUCho"),
+    "lstm": ("gapbench.cells.lstm", "LSTM"),
+    "lstm_peephole": ("gapbench.cells.lstm_peephole", "PeepholeLSTM"),
+    "lstm_cifg": ("gapbench.cells.lstm_cifg", "CIFGLSTM"),
+}
+
+
+def names() -> list[str]:
+    return list(CELLS)
+
+
+def build(name: str, input_size: int, hidden_size: int, **opts) -> nn.Module:
+    if name not in CELLS:
+        raise ValueError(f"unknown cell '{name}'; valid cells: {', '.join(CELLS)}")
+    module, cls = CELLS[name]
+    return getattr(importlib.import_module(module), cls)(input_size, hidden_size, **opts)

@@ -1,0 +1,195 @@
+"""One job: build the cell, task, model and trainer from a resolved config; fit; test; record one row."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import to_absolute_path
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from gapbench import cells, results
+from gapbench.model import Diverged, GapModule, TaskData
+from gapbench.probe import GradientProbe
+from gapbench.tasks import build_task
+from gapbench.validate import ConfigError, check_config, check_memory
+
+log = logging.getLogger("gapbench")
+# Lightning advertises its cloud logger on every Trainer; one line of noise per job in a sweep.
+logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+
+# Keys that change how a job is shown or stored, never what it computes: left out of the config hash.
+PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb"}
+PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enable_progress_bar", "num_sanity_val_steps"}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    ident = {k: v for k, v in config.items() if k not in PRESENTATION_KEYS and k != "hydra"}
+    ident["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in PRESENTATION_TRAINER_KEYS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _sweep_id(cfg: DictConfig) -> str:
+    if cfg.sweep_id:
+        return str(cfg.sweep_id)
+    try:
+        hc = HydraConfig.get()
+        return Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir).name
+    except ValueError:  # not launched through Hydra (tests, notebooks)
+        return dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _threads(cfg: DictConfig) -> int:
+    if cfg.threads:
+        return int(cfg.threads)
+    if os.environ.get("SLURM_CPUS_PER_TASK"):  # submitit/SLURM: the allocation is the budget
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        jobs = int(HydraConfig.get().launcher.get("n_jobs") or 1)
+    except (ValueError, AttributeError):
+        jobs = 1
+    jobs = cores if jobs < 0 else jobs  # joblib: n_jobs=-1 means one job per core
+    return max(1, cores // max(1, jobs))
+
+
+def _device_name(trainer: L.Trainer) -> str:
+    if trainer.strategy.root_device.type == "cuda":
+        return torch.cuda.get_device_name(trainer.strategy.root_device)
+    return f"cpu {platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _wandb_env(results_dir: Path) -> None:
+    base = results_dir / "wandb"
+    for var, sub in [("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                     ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+        os.environ.setdefault(var, str(base / sub))
+    base.mkdir(parents=True, exist_ok=True)
+
+
+def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path):
+    if cfg.logger.name == "none":
+        return False
+    if cfg.logger.name == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+        return CSVLogger(save_dir=str(results_dir / "csv"), name=run_id, version=0)
+    from lightning.pytorch.loggers import WandbLogger
+    import wandb
+
+    _wandb_env(results_dir)
+    id_file = job_dir / "wandb_id"  # a resumed job continues the same W&B run
+    wandb_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(wandb_id)
+    return WandbLogger(
+        project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
+        name=f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}", id=wandb_id, resume="allow",
+        group=sweep_id, job_type=cfg.task.name, save_dir=str(results_dir),
+        tags=[cfg.task.name, cfg.cell.name, f"gap{cfg.gap}"],
+        config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
+                "run_id": run_id, "sweep_id": sweep_id, "config": config},
+    )
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    results_dir = Path(to_absolute_path(cfg.results_dir)).expanduser()
+    chash = config_hash(config)
+    run_id = f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}-{chash[:8]}"
+    done = results.read_run(results_dir, run_id)
+    if done and done.get("status") in ("finished", "diverged") and not cfg.rerun:
+        log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again",
+                 run_id, done["status"], results.run_path(results_dir, run_id), done.get("score_name"), done.get("score"))
+        return done
+
+    task_opts = {k: v for k, v in config["task"].items() if k not in ("name", "batch_size", "lr")}
+    task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **task_opts)
+    accelerator = "cpu" if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available() else "gpu"
+    check_memory(cfg.task.batch_size, task.seq_len, cfg.cell.hidden_size, "cpu" if accelerator == "cpu" else "gpu")
+
+    torch.set_num_threads(_threads(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cell_opts = {k: v for k, v in config["cell"].items() if k not in ("name", "hidden_size")}
+    try:
+        model = task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size, **cell_opts),
+                                 cfg.cell.hidden_size)
+    except TypeError as e:
+        raise ConfigError(f"cell {cfg.cell.name}: {e}") from None
+    module = GapModule(task, model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+
+    sweep_id = _sweep_id(cfg)
+    job_dir = results_dir / "jobs" / run_id
+    if cfg.rerun and job_dir.exists():
+        shutil.rmtree(job_dir)
+    last_ckpt = job_dir / "last.ckpt"
+    resume_from = str(last_ckpt) if last_ckpt.exists() else None
+    logger = _make_logger(cfg, config, run_id, sweep_id, results_dir, job_dir)
+    trainer_kwargs = dict(config["trainer"])
+    trainer_kwargs.setdefault("enable_progress_bar", bool(cfg.progress))
+    max_steps = int(cfg.trainer.max_steps)
+    probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
+                          {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
+    trainer = L.Trainer(
+        **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
+        callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
+                                   every_n_train_steps=cfg.checkpoint_every), probe],
+    )
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    status, diverged_at, error = "finished", None, None
+    try:
+        try:
+            if resume_from:
+                log.info("resuming %s from %s", run_id, resume_from)
+            trainer.fit(module, datamodule=TaskData(task), ckpt_path=resume_from, weights_only=True)
+        except Diverged as e:
+            status, diverged_at, error = "diverged", e.step, str(e)
+            log.warning("%s diverged: %s", run_id, e)
+        if trainer.interrupted:
+            log.warning("%s interrupted at step %d; run the same command again to resume", run_id, trainer.global_step)
+            return {"run_id": run_id, "status": "interrupted"}
+        if status == "finished":
+            trainer.test(module, datamodule=TaskData(task), verbose=False)
+        wall_s = time.perf_counter() - t0
+        metrics = module.test_metrics
+        row = {
+            "run_id": run_id, "sweep_id": sweep_id, "task": cfg.task.name, "cell": cfg.cell.name,
+            "gap": cfg.gap, "seed": cfg.seed, "status": status,
+            "steps": int(trainer.global_step), "wall_s": wall_s,
+            "score_name": task.score_name, "score": metrics.get(task.score_name, float("nan")),
+            "higher_is_better": task.higher_is_better, "test_loss": metrics.get("loss", float("nan")),
+            "baseline": task.baseline,
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": _device_name(trainer), "torch_version": torch.__version__, "config_hash": chash,
+            "diverged_at_step": diverged_at, "error": error,
+            **{f"test/{k}": v for k, v in metrics.items()},
+            **{f"gates/{k}": v for k, v in probe.last_gates.items()},
+            **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
+        }
+        if logger and cfg.logger.name == "wandb":
+            logger.experiment.summary.update({k: row[k] for k in ("status", "steps", "wall_s", "score_name",
+                                                                    "score", "baseline", "test_loss")})
+        if probe.records:
+            results.append_curve(results_dir, run_id, probe.records)
+        path = results.append_run(results_dir, row)
+        log.info("%s %s: %s=%.4g (baseline %.4g) after %d steps in %.0f s -> %s", run_id, status,
+                 task.score_name, row["score"], task.baseline, row["steps"], wall_s, path)
+        return row
+    finally:
+        if logger and cfg.logger.name == "wandb":
+            import wandb
+            wandb.finish()

@@ -1,0 +1,102 @@
+"""How much gradient reaches back through time, and what the gates do.
+
+At a few fixed training steps the probe reruns that step's batch with the cell unrolled through
+its plain `step` function, keeps every hidden state h_t, and records ||dL/dh_t|| (L2 over the
+hidden units, mean over the batch) for every t: the vanishing-gradient curve. Gated cells also
+report each gate's mean and the fraction of activations saturated above 0.95 or below 0.05.
+The probe uses autograd.grad, so the parameters' gradients and the training run are untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+
+SATURATED = 0.95
+
+
+def find_cell(model: nn.Module) -> nn.Module:
+    """The first cell in the model (the encoder of an encoder-decoder)."""
+    for module in model.modules():
+        if hasattr(module, "step") and hasattr(module, "initial_state"):
+            return module
+    raise LookupError("no gapbench cell in this model")
+
+
+@contextlib.contextmanager
+def unrolled(cell: nn.Module, hidden: list[torch.Tensor], gates: list[dict[str, torch.Tensor]]):
+    """Within the block, cell(x) runs step by step, appending each h_t (and its gates) to the lists.
+    Only the first call is recorded (the encoder pass, for a model that calls the cell again)."""
+    def forward(x, state=None):
+        record = not hidden
+        state = cell.initial_state(x.shape[0], device=x.device, dtype=x.dtype) if state is None else state
+        outs = []
+        for x_t in x.unbind(1):
+            g: dict[str, torch.Tensor] = {}
+            h, state = cell.step(x_t, state, gates=g)
+            outs.append(h)
+            if record:
+                hidden.append(h)
+                gates.append(g)
+        return torch.stack(outs, 1), state
+
+    cell.forward = forward  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        del cell.forward
+
+
+def measure(task, model: nn.Module, batch: Any) -> tuple[list[float], dict[str, float]]:
+    """(grad_norm per time step, gate statistics) for one batch."""
+    cell = find_cell(model)
+    hidden: list[torch.Tensor] = []
+    gates: list[dict[str, torch.Tensor]] = []
+    was_training = model.training
+    model.eval()  # no dropout: the probe must not consume the training run's random numbers
+    try:
+        with torch.enable_grad(), unrolled(cell, hidden, gates):
+            loss, _ = task.training_loss(model, batch)
+            grads = torch.autograd.grad(loss, hidden, allow_unused=True)
+    finally:
+        model.train(was_training)
+    norms = [0.0 if g is None else g.norm(dim=-1).mean().item() for g in grads]
+    stats: dict[str, float] = {}
+    for name in gates[0] if gates else []:
+        a = torch.stack([g[name] for g in gates]).detach()
+        stats[f"{name}_mean"] = a.mean().item()
+        stats[f"{name}_sat_high"] = (a > SATURATED).float().mean().item()
+        stats[f"{name}_sat_low"] = (a < 1 - SATURATED).float().mean().item()
+    return norms, stats
+
+
+class GradientProbe(L.Callback):
+    def __init__(self, at_steps: list[int], meta: dict[str, Any]):
+        self.at_steps, self.meta = sorted(set(at_steps)), meta
+        self.records: list[dict[str, Any]] = []
+        self.last_gates: dict[str, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        step = trainer.global_step
+        if step not in self.at_steps or any(r["train_step"] == step for r in self.records):
+            return
+        task = pl_module.task
+        norms, gates = measure(task, pl_module.model, task.train_batch(step, pl_module.device))
+        self.records += [{**self.meta, "train_step": step, "t": t, "grad_norm": g} for t, g in enumerate(norms)]
+        self.last_gates = gates
+        pl_module.log_dict({f"gates/{k}": v for k, v in gates.items()}, batch_size=1)
+        for lg in trainer.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                import wandb
+                table = wandb.Table(data=[[t, g] for t, g in enumerate(norms)], columns=["t", "grad_norm"])
+                lg.experiment.log({f"grad_norm_vs_t/step{step}": wandb.plot.line(
+                    table, "t", "grad_norm", title=f"||dL/dh_t|| at step {step}")}, commit=False)
+
+    def state_dict(self):
+        return {"records": self.records, "last_gates": self.last_gates}
+
+    def load_state_dict(self, state):
+        self.records, self.last_gates = state["records"], state["last_gates"]

@@ -1,0 +1,82 @@
+"""The one interface every benchmark task implements.
+
+A task is built for one gap and one seed. It owns its data (generated or loaded), the model
+architecture around the cell under test (embedding, read-out, encoder-decoder), its loss, and
+how evaluation statistics reduce to metrics. `gapbench.model.GapModule` drives it through
+Lightning:
+
+    task = build_task("copy", gap=100, seed=0, batch_size=64, **opts)
+    model = task.build_model(make_cell, hidden_size)   # make_cell(input_size) -> cell
+    batch = task.train_batch(step, device)             # deterministic in (seed, step)
+    loss, logs = task.training_loss(model, batch)
+    outs = [task.eval_step(model, b) for b in task.eval_batches("test")]
+    metrics = task.eval_metrics(outs)                  # has "loss" and task.score_name
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+MakeCell = Callable[[int], nn.Module]
+
+
+class TaskError(ValueError):
+    """Bad task input (gap, corpus, options): the message is shown to the user as one line."""
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    score_name: ClassVar[str]          # headline metric, a key of eval_metrics()
+    higher_is_better: ClassVar[bool]
+    gap_meaning: ClassVar[str]         # one line: what `gap` means for this task
+    min_gap: ClassVar[int] = 1
+
+    def __init__(self, gap: int, seed: int, batch_size: int, **opts: Any):
+        if not isinstance(gap, int) or isinstance(gap, bool) or gap < self.min_gap:
+            raise TaskError(f"gap={gap!r} is invalid for task {self.name}: "
+                            f"use an integer >= {self.min_gap} ({self.gap_meaning})")
+        self.gap, self.seed, self.batch_size, self.opts = gap, seed, batch_size, opts
+
+    # -- size, for the memory estimate made before anything is allocated --
+    @property
+    @abstractmethod
+    def seq_len(self) -> int:
+        """Time steps the cell is unrolled over in one training batch."""
+
+    # -- the headline score of a memoryless / trivial predictor, in the unit of `score_name` --
+    @property
+    @abstractmethod
+    def baseline(self) -> float: ...
+
+    @abstractmethod
+    def build_model(self, make_cell: MakeCell, hidden_size: int) -> nn.Module: ...
+
+    @abstractmethod
+    def train_batch(self, step: int, device: torch.device) -> Any:
+        """The training batch of `step`, generated or sliced on `device`; same (seed, step) -> same batch."""
+
+    @abstractmethod
+    def eval_batches(self, split: str) -> list[Any]:
+        """The fixed held-out batches of `split` ("val" or "test"), the same for every run with this seed."""
+
+    @abstractmethod
+    def training_loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss to minimise, extra scalars to log)."""
+
+    @abstractmethod
+    def eval_step(self, model: nn.Module, batch: Any) -> dict[str, Any]:
+        """Statistics of one held-out batch, combined by eval_metrics (sums, counts, hypotheses...)."""
+
+    @abstractmethod
+    def eval_metrics(self, outputs: list[dict[str, Any]]) -> dict[str, float]:
+        """Reduce eval_step outputs to metrics; must contain "loss" and `score_name`."""
+
+
+def seeded_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one (seed, stream) pair: streams keep train steps and eval splits independent."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + stream) % (2**63 - 1))
+    return g

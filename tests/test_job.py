@@ -1,0 +1,67 @@
+"""run_job in-process: learning, determinism, skip-finished, divergence."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gapbench.job import run_job
+from gapbench.results import load_runs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def make_cfg(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            f"results_dir={tmp_path}", "logger=none", "progress=false", "threads=1",
+            "task.val_size=64", "task.test_size=256", *overrides])
+
+
+@pytest.mark.slow
+def test_small_lstm_beats_the_copy_baseline_at_gap_5(tmp_path):
+    cfg = make_cfg(tmp_path, "gap=5", "cell.hidden_size=64", "trainer.max_steps=600", "optim.lr=5e-3",
+                   "trainer.val_check_interval=600")
+    row = run_job(cfg)
+    assert row["status"] == "finished" and row["steps"] == 600
+    assert row["test/loss"] < 0.5 * row["test/baseline_loss"], "cross-entropy well below the memoryless baseline"
+    assert row["score"] > 0.5, f"recall {row['score']} should be far above chance (1/8)"
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+    rows = [run_job(make_cfg(tmp_path / str(i), "gap=8", "cell.hidden_size=16", "trainer.max_steps=30"))
+            for i in range(2)]
+    keys = [k for k in rows[0] if k.startswith("test/")]
+    assert keys and all(rows[0][k] == rows[1][k] for k in keys)
+
+
+def test_finished_job_is_skipped_and_rerun_forces_it(tmp_path, caplog):
+    args = ("gap=4", "cell=gru", "cell.hidden_size=8", "trainer.max_steps=5")
+    first = run_job(make_cfg(tmp_path, *args))
+    again = run_job(make_cfg(tmp_path, *args, "progress=true"))  # presentation keys do not change identity
+    assert again["run_id"] == first["run_id"] and again["finished_at"] == first["finished_at"]
+    assert "skip" in caplog.text and len(load_runs(tmp_path)) == 1
+    forced = run_job(make_cfg(tmp_path, *args, "rerun=true"))
+    assert forced["finished_at"] >= first["finished_at"] and len(load_runs(tmp_path)) == 1
+    assert len(list((tmp_path / "runs" / "replaced").glob("*.json"))) == 1, "the replaced row is kept"
+
+
+def test_divergence_is_recorded_and_does_not_raise(tmp_path, monkeypatch):
+    from gapbench.tasks.copy import CopyMemory
+
+    real = CopyMemory.training_loss
+
+    def nan_after_3(self, model, batch):
+        loss, logs = real(self, model, batch)
+        return (loss * float("nan") if self.steps_seen >= 3 else loss), logs
+
+    monkeypatch.setattr(CopyMemory, "steps_seen", 0, raising=False)
+
+    def counting(self, model, batch):
+        out = nan_after_3(self, model, batch)
+        self.steps_seen += 1
+        return out
+
+    monkeypatch.setattr(CopyMemory, "training_loss", counting)
+    row = run_job(make_cfg(tmp_path, "gap=4", "cell.hidden_size=8", "trainer.max_steps=50"))
+    assert row["status"] == "diverged" and row["diverged_at_step"] == 3
+    assert load_runs(tmp_path).status.tolist() == ["diverged"]

@@ -1,0 +1,53 @@
+"""run.py end to end, as a user types it."""
+import pytest
+
+from gapbench.results import load_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_multirun_leaves_one_row_and_one_wandb_run_per_job(cli, tmp_path):
+    r = cli("-m", "cell=lstm,gru", "gap=10,100", "trainer.max_steps=20", f"results_dir={tmp_path}",
+            "progress=false", "task.test_size=256", "task.val_size=64")
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = load_runs(tmp_path)
+    assert len(df) == 4
+    assert sorted(zip(df.cell, df.gap)) == [("gru", 10), ("gru", 100), ("lstm", 10), ("lstm", 100)]
+    assert (df.status == "finished").all() and (df.steps == 20).all()
+    assert df.sweep_id.nunique() == 1 and df.run_id.is_unique
+    assert df.score.notna().all() and (df.score_name == "recall_acc").all()
+    assert (df.baseline == 1 / 8).all()
+    assert set(df["cfg.trainer.max_steps"]) == {20}
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4, "each job is its own W&B run"
+    assert all(list(run.glob("*.wandb")) for run in runs)
+
+
+@pytest.mark.parametrize("arg,expected", [
+    ("cell=foo", "unknown cell 'foo'; valid: gru, gru_cho, lstm"),
+    ("task=bar", "unknown task 'bar'; valid: adding"),
+    ("gap=0", "gap=0 is out of range; gap must be an integer >= 1"),
+    ("gap=-5", "gap=-5 is out of range"),
+    ("gap=abc", "gap='abc' is not an integer"),
+])
+def test_bad_input_one_line_nonzero_exit_nothing_written(cli, tmp_path, arg, expected):
+    r = cli(arg, f"results_dir={tmp_path}/store")
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert expected in lines[0] and lines[0].startswith("error: ")
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "store").exists(), "bad input writes nothing"
+
+
+def test_bad_value_inside_a_sweep_stops_before_any_job(cli, tmp_path):
+    r = cli("-m", "cell=lstm,foo", "gap=10", "trainer.max_steps=5", f"results_dir={tmp_path}")
+    assert r.returncode != 0 and "unknown cell 'foo'" in r.stderr
+    assert len(load_runs(tmp_path)) == 0
+
+
+def test_help_lists_the_choices(cli):
+    r = cli("--help")
+    assert r.returncode == 0
+    for word in ("cell:", "lstm_peephole", "gru_cho", "task:", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
+        assert word in r.stdout
