@@ -39,10 +39,6 @@ class Adding(Task):
         self.val_size, self.test_size, self.eval_batch_size = val_size, test_size, eval_batch_size
 
     @property
-    def seq_len(self):
-        return self.gap
-
-    @property
     def baseline(self):
         return 1.0 / 6.0
 

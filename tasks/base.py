@@ -40,11 +40,20 @@ class Task(ABC):
                             f"use an integer >= {self.min_gap} ({self.gap_meaning})")
         self.gap, self.seed, self.batch_size, self.opts = gap, seed, batch_size, opts
 
-    # -- size, for the memory estimate made before anything is allocated --
+    # -- cheap checks and sizes, used before anything is loaded or allocated --
+    @classmethod
+    def check_options(cls, gap: int, **opts: Any) -> None:
+        """Raise TaskError for bad options (a missing corpus file, a gap outside the buckets...)
+        without loading data: run for every job of a sweep before the first one starts."""
+
+    @classmethod
+    def steps_for_gap(cls, gap: int, **opts: Any) -> int:
+        """Time steps the cell is unrolled over in one training batch at this gap."""
+        return gap
+
     @property
-    @abstractmethod
     def seq_len(self) -> int:
-        """Time steps the cell is unrolled over in one training batch."""
+        return self.steps_for_gap(self.gap, **self.opts)
 
     # -- the headline score of a memoryless / trivial predictor, in the unit of `score_name` --
     @property

@@ -43,9 +43,9 @@ class CopyMemory(Task):
         super().__init__(gap, seed, batch_size)
         self.val_size, self.test_size, self.eval_batch_size = val_size, test_size, eval_batch_size
 
-    @property
-    def seq_len(self):
-        return self.gap + 2 * N_RECALL
+    @classmethod
+    def steps_for_gap(cls, gap, **opts):
+        return gap + 2 * N_RECALL
 
     @property
     def baseline(self):

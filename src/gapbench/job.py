@@ -24,7 +24,7 @@ from gapbench import cells, results
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.tasks import build_task
-from gapbench.validate import ConfigError, check_config, check_memory
+from gapbench.validate import ConfigError, check_config
 
 log = logging.getLogger("gapbench")
 # Lightning advertises its cloud logger on every Trainer; one line of noise per job in a sweep.
@@ -117,8 +117,6 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     task_opts = {k: v for k, v in config["task"].items() if k not in ("name", "batch_size", "lr")}
     task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **task_opts)
-    accelerator = "cpu" if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available() else "gpu"
-    check_memory(cfg.task.batch_size, task.seq_len, cfg.cell.hidden_size, "cpu" if accelerator == "cpu" else "gpu")
 
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -169,6 +167,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             "run_id": run_id, "sweep_id": sweep_id, "task": cfg.task.name, "cell": cfg.cell.name,
             "gap": cfg.gap, "seed": cfg.seed, "status": status,
             "steps": int(trainer.global_step), "wall_s": wall_s,
+            "stopped_by": "diverged" if status == "diverged" else
+                          "max_steps" if trainer.global_step >= max_steps else "max_time",
             "score_name": task.score_name, "score": metrics.get(task.score_name, float("nan")),
             "higher_is_better": task.higher_is_better, "test_loss": metrics.get("loss", float("nan")),
             "baseline": task.baseline,

@@ -64,10 +64,21 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"probe.at={at} is invalid; give fractions of trainer.max_steps in [0, 1], e.g. [0.0, 0.5, 1.0], or []")
     if cfg.threads is not None:
         _int("threads", cfg.threads, 1)
+    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "batch_size", "lr")}
+    task_cls.check_options(cfg.gap, **task_opts)
+    on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
+    check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,
+                 "gpu" if on_gpu else "cpu")
     _writable_dir(cfg.results_dir)
     if cfg.logger.name == "wandb" and cfg.wandb.mode == "online" and not _wandb_credentials():
         raise ConfigError("wandb.mode=online needs W&B credentials (run `wandb login` or set WANDB_API_KEY); "
                           "or use wandb.mode=offline and `wandb sync` later")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _wandb_credentials() -> bool:
