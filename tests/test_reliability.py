@@ -97,3 +97,18 @@ def test_rerunning_a_finished_sweep_adds_no_row(cli, tmp_path):
     second = load_runs(tmp_path)
     assert len(first) == len(second) == 4
     assert sorted(first.finished_at) == sorted(second.finished_at)
+
+
+@pytest.mark.slow
+def test_no_secret_in_anything_written(tmp_path):
+    secret = "gapbench-test-secret-0123456789abcdef0123"
+    env = {**os.environ, "WANDB_API_KEY": secret, "WANDB_MODE": "offline"}
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path}", "progress=false",
+                        "gap=3", "trainer.max_steps=5", "task.test_size=32", "task.val_size=32"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert secret not in r.stdout + r.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and len(load_runs(tmp_path)) == 1
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), f"secret written to {p}"

@@ -84,3 +84,23 @@ if __name__ == "__main__":
     ap.add_argument("--n2", type=int, default=600)
     a = ap.parse_args()
     print(json.dumps(measure_overhead(a.overrides, a.n1, a.n2), indent=1))
+
+
+def sweep_seconds(launcher: str, overrides: list[str]) -> float:
+    """Wall time of `python run.py -m ... hydra/launcher=<launcher>` in a fresh results dir."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(CONF.parent / "run.py"), "-m", f"hydra/launcher={launcher}",
+                        f"results_dir={d}", "progress=false", "logger=none", *overrides],
+                       check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def measure_sweep_speedup(overrides: list[str]) -> dict[str, float]:
+    """The same multirun sequentially (Hydra's basic launcher) and with joblib in parallel."""
+    seq = sweep_seconds("basic", overrides)
+    par = sweep_seconds("joblib", overrides)
+    return {"sequential_s": seq, "joblib_s": par, "joblib_ratio": par / seq}
