@@ -27,8 +27,8 @@ from gapbench.tasks import build_task
 from gapbench.validate import ConfigError, check_config
 
 log = logging.getLogger("gapbench")
-# Lightning advertises its cloud logger on every Trainer; one line of noise per job in a sweep.
-logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+# Lightning advertises its cloud logger on every Trainer: one line of noise per job in a sweep.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
 # Keys that change how a job is shown or stored, never what it computes: left out of the config hash.
 PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb"}
@@ -156,7 +156,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         except Diverged as e:
             status, diverged_at, error = "diverged", e.step, str(e)
             log.warning("%s diverged: %s", run_id, e)
-        if trainer.interrupted:
+        if status == "finished" and trainer.interrupted:
             log.warning("%s interrupted at step %d; run the same command again to resume", run_id, trainer.global_step)
             return {"run_id": run_id, "status": "interrupted"}
         if status == "finished":

@@ -1,0 +1,225 @@
+"""Every cell against a float64 step-by-step reference written here from its own equations."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gapbench import cells
+
+sig, tanh = torch.sigmoid, torch.tanh
+B, T, I, H = 3, 9, 4, 5
+
+
+def ref_rnn(c, x, h):
+    for x_t in x.unbind(1):
+        h = tanh(x_t @ c.rnn.weight_ih_l0.T + c.rnn.bias_ih_l0 + h @ c.rnn.weight_hh_l0.T + c.rnn.bias_hh_l0)
+        yield h, h
+
+
+def ref_gru(c, x, h):
+    W_ir, W_iz, W_in = c.rnn.weight_ih_l0.chunk(3)
+    W_hr, W_hz, W_hn = c.rnn.weight_hh_l0.chunk(3)
+    b_ir, b_iz, b_in = c.rnn.bias_ih_l0.chunk(3)
+    b_hr, b_hz, b_hn = c.rnn.bias_hh_l0.chunk(3)
+    for x_t in x.unbind(1):
+        r = sig(x_t @ W_ir.T + b_ir + h @ W_hr.T + b_hr)
+        z = sig(x_t @ W_iz.T + b_iz + h @ W_hz.T + b_hz)
+        n = tanh(x_t @ W_in.T + b_in + r * (h @ W_hn.T + b_hn))
+        h = (1 - z) * n + z * h
+        yield h, h
+
+
+def ref_gru_cho(c, x, h):
+    # r, u = sigmoid(W[x, h] + b); c = tanh(W_c[x, r*h] + b_c); h' = u*h + (1-u)*c
+    W_x, Wc_x = c.weight_ih.split([2 * H, H])
+    b, b_c = c.bias.split([2 * H, H])
+    W = torch.cat([W_x, c.weight_hh], dim=1)
+    W_c = torch.cat([Wc_x, c.weight_hc], dim=1)
+    for x_t in x.unbind(1):
+        r, u = sig(torch.cat([x_t, h], 1) @ W.T + b).chunk(2, 1)
+        cand = tanh(torch.cat([x_t, r * h], 1) @ W_c.T + b_c)
+        h = u * h + (1 - u) * cand
+        yield h, h
+
+
+def ref_lstm(c, x, state):
+    h, cs = state
+    W_i, W_f, W_g, W_o = c.rnn.weight_ih_l0.chunk(4)
+    U_i, U_f, U_g, U_o = c.rnn.weight_hh_l0.chunk(4)
+    b = c.rnn.bias_ih_l0 + c.rnn.bias_hh_l0
+    b_i, b_f, b_g, b_o = b.chunk(4)
+    for x_t in x.unbind(1):
+        i = sig(x_t @ W_i.T + h @ U_i.T + b_i)
+        f = sig(x_t @ W_f.T + h @ U_f.T + b_f)
+        g = tanh(x_t @ W_g.T + h @ U_g.T + b_g)
+        o = sig(x_t @ W_o.T + h @ U_o.T + b_o)
+        cs = f * cs + i * g
+        h = o * tanh(cs)
+        yield h, (h, cs)
+
+
+def ref_lstm_peephole(c, x, state):
+    h, cs = state
+    W_i, W_f, W_g, W_o = c.weight_ih.chunk(4)
+    U_i, U_f, U_g, U_o = c.weight_hh.chunk(4)
+    b_i, b_f, b_g, b_o = c.bias.chunk(4)
+    p_i, p_f, p_o = c.peephole
+    for x_t in x.unbind(1):
+        i = sig(x_t @ W_i.T + h @ U_i.T + p_i * cs + b_i)      # sees c_{t-1}
+        f = sig(x_t @ W_f.T + h @ U_f.T + p_f * cs + b_f)      # sees c_{t-1}
+        g = tanh(x_t @ W_g.T + h @ U_g.T + b_g)
+        cs = f * cs + i * g
+        o = sig(x_t @ W_o.T + h @ U_o.T + p_o * cs + b_o)      # sees c_t
+        h = o * tanh(cs)
+        yield h, (h, cs)
+
+
+def ref_lstm_cifg(c, x, state):
+    h, cs = state
+    W_i, W_g, W_o = c.weight_ih.chunk(3)
+    U_i, U_g, U_o = c.weight_hh.chunk(3)
+    b_i, b_g, b_o = c.bias.chunk(3)
+    for x_t in x.unbind(1):
+        i = sig(x_t @ W_i.T + h @ U_i.T + b_i)
+        f = 1 - i
+        g = tanh(x_t @ W_g.T + h @ U_g.T + b_g)
+        o = sig(x_t @ W_o.T + h @ U_o.T + b_o)
+        cs = f * cs + i * g
+        h = o * tanh(cs)
+        yield h, (h, cs)
+
+
+REFERENCES = {"rnn": ref_rnn, "gru": ref_gru, "gru_cho": ref_gru_cho, "lstm": ref_lstm,
+              "lstm_peephole": ref_lstm_peephole, "lstm_cifg": ref_lstm_cifg}
+LSTMS = ["lstm", "lstm_peephole", "lstm_cifg"]
+HAND_WRITTEN = ["gru_cho", "lstm_peephole", "lstm_cifg"]
+
+
+def reference(name, cell, x, state=None):
+    if state is None:
+        z = torch.zeros(x.shape[0], H, dtype=x.dtype)
+        state = (z, z) if name in LSTMS else z
+    hs, final = [], state
+    for h, final in REFERENCES[name](cell, x, state):
+        hs.append(h)
+    return torch.stack(hs, 1), final
+
+
+def flat(state):
+    return torch.cat(state, -1) if isinstance(state, tuple) else state
+
+
+def make(name, seed=0, **opts):
+    torch.manual_seed(seed)
+    cell = cells.build(name, I, H, **opts).double()
+    with torch.no_grad():  # random, non-default values everywhere (biases and peepholes included)
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    return cell
+
+
+def test_registry_covers_every_cell():
+    assert set(cells.names()) == set(REFERENCES)
+    with pytest.raises(ValueError, match="unknown cell 'foo'; valid cells: rnn, gru, gru_cho, lstm"):
+        cells.build("foo", I, H)
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_forward_matches_float64_reference(name):
+    cell = make(name)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    out, final = cell(x)
+    ref_out, ref_final = reference(name, cell, x)
+    assert out.shape == (B, T, H)
+    torch.testing.assert_close(out, ref_out, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(flat(final), flat(ref_final), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_step_matches_float64_reference_and_fills_gates(name):
+    cell = make(name)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state, hs, gates = cell.initial_state(B, dtype=torch.float64), [], {}
+    for x_t in x.unbind(1):
+        h, state = cell.step(x_t, state, gates=gates)
+        hs.append(h)
+    ref_out, ref_final = reference(name, cell, x)
+    torch.testing.assert_close(torch.stack(hs, 1), ref_out, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(flat(state), flat(ref_final), atol=1e-10, rtol=1e-10)
+    if name == "rnn":
+        assert gates == {}
+    else:
+        assert gates and all(((g > 0) & (g < 1)).all() for g in gates.values())
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_float32_close_to_float64(name):
+    cell64 = make(name)
+    cell32 = copy.deepcopy(cell64).float()
+    x = torch.randn(B, 50, I, dtype=torch.float64)
+    torch.testing.assert_close(cell32(x.float())[0].double(), reference(name, cell64, x)[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_gradients_match_reference(name):
+    cell = make(name)
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(B, T, H, dtype=torch.float64)
+    params = [x, *cell.parameters()]
+    got = torch.autograd.grad((cell(x)[0] * w).sum(), params)
+    want = torch.autograd.grad((reference(name, cell, x)[0] * w).sum(), params)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN)
+def test_gradcheck_hand_written(name):
+    cell = make(name)
+    x = torch.randn(2, 4, I, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: cell(inp)[0], (x,))
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_state_carries_across_calls(name):
+    cell = make(name)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    whole, final = cell(x)
+    first, mid = cell(x[:, :4])
+    second, final2 = cell(x[:, 4:], mid)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(flat(final2), flat(final), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,kernel", [("lstm", nn.LSTM), ("gru", nn.GRU)])
+def test_written_out_math_equals_pytorch_kernel_with_copied_weights(name, kernel):
+    """The equations in step() (not the fused path) against a separate nn.LSTM / nn.GRU."""
+    cell = make(name)
+    ref = kernel(I, H, batch_first=True).double()
+    ref.load_state_dict({k.removeprefix("rnn."): v for k, v in cell.state_dict().items()})
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    state, hs = cell.initial_state(B, dtype=torch.float64), []
+    for x_t in x.unbind(1):
+        h, state = cell.step(x_t, state)
+        hs.append(h)
+    torch.testing.assert_close(torch.stack(hs, 1), ref(x)[0], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", LSTMS)
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0, 2.5])
+def test_forget_bias_sets_the_initial_forget_gate(name, forget_bias):
+    torch.manual_seed(0)
+    cell = cells.build(name, I, H, forget_bias=forget_bias).double()
+    with torch.no_grad():  # isolate the bias: no input, no recurrent or peephole contribution
+        for pname, p in cell.named_parameters():
+            if "weight" in pname or "peephole" in pname:
+                p.zero_()
+    gates = {}
+    cell.step(torch.zeros(1, I, dtype=torch.float64), cell.initial_state(1, dtype=torch.float64), gates=gates)
+    expected = torch.sigmoid(torch.tensor(forget_bias, dtype=torch.float64))
+    torch.testing.assert_close(gates["forget"], expected.expand(1, H))
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(TypeError):
+        cells.build("rnn", I, H, forget_bias=1.0)
