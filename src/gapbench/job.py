@@ -137,6 +137,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     logger = _make_logger(cfg, config, run_id, sweep_id, results_dir, job_dir)
     trainer_kwargs = dict(config["trainer"])
     trainer_kwargs.setdefault("enable_progress_bar", bool(cfg.progress))
+    # every rank evaluates the whole (small) held-out set, so metrics never depend on the device count
+    trainer_kwargs.setdefault("use_distributed_sampler", False)
     max_steps = int(cfg.trainer.max_steps)
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
@@ -184,6 +186,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         if logger and cfg.logger.name == "wandb":
             logger.experiment.summary.update({k: row[k] for k in ("status", "steps", "wall_s", "score_name",
                                                                     "score", "baseline", "test_loss")})
+        if not trainer.is_global_zero:  # DDP: one row per job, written by rank 0
+            return row
         if probe.records:
             results.append_curve(results_dir, run_id, probe.records)
         path = results.append_run(results_dir, row)

@@ -49,7 +49,9 @@ class GapModule(L.LightningModule):
         self.test_metrics: dict[str, float] = {}
 
     def training_step(self, _tick, batch_idx):
-        batch = self.task.train_batch(self.global_step, self.device)
+        # under DDP each rank draws its own batches; on one device this is just global_step
+        index = self.global_step * self.trainer.world_size + self.trainer.global_rank
+        batch = self.task.train_batch(index, self.device)
         loss, logs = self.task.training_loss(self.model, batch)
         if not torch.isfinite(loss):
             raise Diverged(self.global_step, loss.item())

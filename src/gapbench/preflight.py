@@ -48,7 +48,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     except HydraException as e:
         return f"cannot parse the command line: {str(e).splitlines()[0]}"
     ours = [o.input_line for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(Path(conf_dir).absolute()), version_base="1.3"):
         for o in parsed:
             group = o.get_key_element().lstrip("+~")
             if group in GROUPS and not o.is_delete():
@@ -57,20 +57,30 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                 for v in values:
                     if v not in valid and v != "null":
                         return f"unknown {group.replace('hydra/', '')} '{v}'; valid: {', '.join(valid)}"
+        if "-m" in argv or "--multirun" in argv:
+            try:  # sweeps declared in config (experiment files' hydra.sweeper.params) count too
+                params = compose(config_name="config", overrides=_expand(ours)[0],
+                                 return_hydra_config=True).hydra.sweeper.get("params") or {}
+            except (HydraException, OmegaConfBaseException):
+                params = {}
+            given = {o.get_key_element().lstrip("+~") for o in parsed}
+            ours += [f"{k}={v}" for k, v in params.items() if k not in given]
         for job in _expand(ours):
             try:
-                cfg = compose(config_name="config", overrides=job)
-                check_config(cfg)
+                check_config(compose(config_name="config", overrides=job))
             except (ConfigError, TaskError) as e:
                 return str(e)
             except (HydraException, OmegaConfBaseException) as e:
-                first = str(e).strip().splitlines()[0]
-                if "Could not override" in first or "not in struct" in first:
-                    key = first.split("'")[1] if "'" in first else first
-                    return (f"unknown config key '{key}'; see `python run.py --help` for the keys "
-                            f"(add a new key with +{key}=...)")
-                return first
+                return _hydra_error_line(e)
     return None
+
+
+def _hydra_error_line(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0]
+    if "Could not override" in first or "not in struct" in first:
+        key = first.split("'")[1] if "'" in first else first
+        return f"unknown config key '{key}'; see `python run.py --help` for the keys (add a new key with +{key}=...)"
+    return first
 
 
 def preflight(argv: list[str], conf_dir: Path) -> None:
