@@ -68,7 +68,7 @@ class GapModule(L.LightningModule):
         self._eval_outputs = []
         for key, value in metrics.items():
             self.log(f"{split}/{key}", float(value), prog_bar=split == "val" and key == self.task.score_name,
-                     batch_size=1)
+                     batch_size=1, sync_dist=True)  # under DDP every rank holds the same value
         return metrics
 
     def validation_step(self, batch, batch_idx):

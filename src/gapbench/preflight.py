@@ -57,7 +57,8 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                 for v in values:
                     if v not in valid and v != "null":
                         return f"unknown {group.replace('hydra/', '')} '{v}'; valid: {', '.join(valid)}"
-        if "-m" in argv or "--multirun" in argv:
+        multirun = "-m" in argv or "--multirun" in argv
+        if multirun:
             try:  # sweeps declared in config (experiment files' hydra.sweeper.params) count too
                 params = compose(config_name="config", overrides=_expand(ours)[0],
                                  return_hydra_config=True).hydra.sweeper.get("params") or {}
@@ -65,9 +66,16 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                 params = {}
             given = {o.get_key_element().lstrip("+~") for o in parsed}
             ours += [f"{k}={v}" for k, v in params.items() if k not in given]
+        launcher = next((o.get_value_element_as_str() for o in parsed
+                         if o.get_key_element().lstrip("+") == "hydra/launcher"), "basic")
         for job in _expand(ours):
             try:
-                check_config(compose(config_name="config", overrides=job))
+                cfg = compose(config_name="config", overrides=job)
+                check_config(cfg)
+                if multirun and str(cfg.trainer.strategy).startswith("ddp") and "slurm" not in launcher:
+                    return ("trainer.strategy=ddp inside a local multirun is not supported (Lightning's DDP "
+                            "relaunches the script); run each multi-device job as its own command, "
+                            "or sweep with hydra/launcher=slurm and hydra.launcher.tasks_per_node=N")
             except (ConfigError, TaskError) as e:
                 return str(e)
             except (HydraException, OmegaConfBaseException) as e:
