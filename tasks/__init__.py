@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from gapbench.tasks.base import Task, TaskError
 
@@ -22,8 +23,14 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
+def check_option_names(name: str, opts: dict) -> None:
+    cls = task_class(name)
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "gap", "seed", "batch_size")]
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise TaskError(f"task {name} has no option {', '.join(unknown)}; its options: {', '.join(valid)}")
+
+
 def build_task(name: str, gap: int, seed: int, batch_size: int, **opts) -> Task:
-    try:
-        return task_class(name)(gap, seed, batch_size, **opts)
-    except TypeError as e:  # an option the task does not take
-        raise TaskError(f"task {name}: {e}") from None
+    check_option_names(name, opts)
+    return task_class(name)(gap, seed, batch_size, **opts)

@@ -65,6 +65,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.threads is not None:
         _int("threads", cfg.threads, 1)
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "batch_size", "lr")}
+    tasks.check_option_names(cfg.task.name, task_opts)
     task_cls.check_options(cfg.gap, **task_opts)
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
     check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,
