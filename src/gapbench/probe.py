@@ -80,8 +80,17 @@ class GradientProbe(L.Callback):
         self.last_gates: dict[str, float] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step in self.at_steps:
+            self._record(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        # a job stopped early (max_time) still gets its end-of-training curve
+        if self.at_steps and max(self.at_steps) > trainer.global_step - 1 and trainer.global_step > 0:
+            self._record(trainer, pl_module)
+
+    def _record(self, trainer, pl_module):
         step = trainer.global_step
-        if step not in self.at_steps or any(r["train_step"] == step for r in self.records):
+        if any(r["train_step"] == step for r in self.records):
             return
         task = pl_module.task
         norms, gates = measure(task, pl_module.model, task.train_batch(step, pl_module.device))
