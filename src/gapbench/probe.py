@@ -96,7 +96,8 @@ class GradientProbe(L.Callback):
         norms, gates = measure(task, pl_module.model, task.train_batch(step, pl_module.device))
         self.records += [{**self.meta, "train_step": step, "t": t, "grad_norm": g} for t, g in enumerate(norms)]
         self.last_gates = gates
-        pl_module.log_dict({f"gates/{k}": v for k, v in gates.items()}, batch_size=1)
+        for lg in trainer.loggers:  # directly: Lightning forbids self.log in on_train_end
+            lg.log_metrics({f"gates/{k}": v for k, v in gates.items()}, step=step)
         for lg in trainer.loggers:
             if type(lg).__name__ == "WandbLogger":
                 import wandb
