@@ -1,4 +1,10 @@
-"""Every cell against a float64 step-by-step reference written here from its own equations."""
+"""Every cell against a float64 step-by-step reference written here from its own equations.
+
+The hand-written cells have two forward/backward implementations (impl="bptt": custom autograd
+Function with hand-written backprop through time; impl="autograd": plain loop); both are checked.
+In float64 the bptt path uses torch.mm; in float32 on CPU it uses oneDNN matmuls, which the float32
+tests check against the float64 reference.
+"""
 import copy
 
 import pytest
@@ -94,6 +100,19 @@ REFERENCES = {"rnn": ref_rnn, "gru": ref_gru, "gru_cho": ref_gru_cho, "lstm": re
               "lstm_peephole": ref_lstm_peephole, "lstm_cifg": ref_lstm_cifg}
 LSTMS = ["lstm", "lstm_peephole", "lstm_cifg"]
 HAND_WRITTEN = ["gru_cho", "lstm_peephole", "lstm_cifg"]
+# every cell, and the hand-written ones with each implementation
+VARIANTS = [pytest.param(n, {}, id=n) for n in REFERENCES if n not in HAND_WRITTEN] + [
+    pytest.param(n, {"impl": impl}, id=f"{n}-{impl}") for n in HAND_WRITTEN for impl in ("bptt", "autograd")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP's spinning threads
+    can make a 5x5 float64 matmul take milliseconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def reference(name, cell, x, state=None):
@@ -125,9 +144,9 @@ def test_registry_covers_every_cell():
         cells.build("foo", I, H)
 
 
-@pytest.mark.parametrize("name", list(REFERENCES))
-def test_forward_matches_float64_reference(name):
-    cell = make(name)
+@pytest.mark.parametrize("name,opts", VARIANTS)
+def test_forward_matches_float64_reference(name, opts):
+    cell = make(name, **opts)
     x = torch.randn(B, T, I, dtype=torch.float64)
     out, final = cell(x)
     ref_out, ref_final = reference(name, cell, x)
@@ -153,17 +172,17 @@ def test_step_matches_float64_reference_and_fills_gates(name):
         assert gates and all(((g > 0) & (g < 1)).all() for g in gates.values())
 
 
-@pytest.mark.parametrize("name", list(REFERENCES))
-def test_float32_close_to_float64(name):
-    cell64 = make(name)
+@pytest.mark.parametrize("name,opts", VARIANTS)
+def test_float32_close_to_float64(name, opts):
+    cell64 = make(name, **opts)
     cell32 = copy.deepcopy(cell64).float()
     x = torch.randn(B, 50, I, dtype=torch.float64)
     torch.testing.assert_close(cell32(x.float())[0].double(), reference(name, cell64, x)[0], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", list(REFERENCES))
-def test_gradients_match_reference(name):
-    cell = make(name)
+@pytest.mark.parametrize("name,opts", VARIANTS)
+def test_gradients_match_reference(name, opts):
+    cell = make(name, **opts)
     x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
     w = torch.randn(B, T, H, dtype=torch.float64)
     params = [x, *cell.parameters()]
@@ -174,15 +193,22 @@ def test_gradients_match_reference(name):
 
 
 @pytest.mark.parametrize("name", HAND_WRITTEN)
-def test_gradcheck_hand_written(name):
-    cell = make(name)
+@pytest.mark.parametrize("impl", ["bptt", "autograd"])
+def test_gradcheck_hand_written(name, impl):
+    """Numerical gradients w.r.t. x and the initial state, through outputs and final state."""
+    cell = make(name, impl=impl)
     x = torch.randn(2, 4, I, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda inp: cell(inp)[0], (x,))
+    s0 = [torch.randn(2, H, dtype=torch.float64, requires_grad=True) for _ in range(2 if name in LSTMS else 1)]
+
+    def f(inp, *state):
+        out, final = cell(inp, tuple(state) if name in LSTMS else state[0])
+        return out, flat(final)
+    assert torch.autograd.gradcheck(f, (x, *s0))
 
 
-@pytest.mark.parametrize("name", list(REFERENCES))
-def test_state_carries_across_calls(name):
-    cell = make(name)
+@pytest.mark.parametrize("name,opts", VARIANTS)
+def test_state_carries_across_calls(name, opts):
+    cell = make(name, **opts)
     x = torch.randn(B, T, I, dtype=torch.float64)
     whole, final = cell(x)
     first, mid = cell(x[:, :4])
@@ -220,6 +246,88 @@ def test_forget_bias_sets_the_initial_forget_gate(name, forget_bias):
     torch.testing.assert_close(gates["forget"], expected.expand(1, H))
 
 
-def test_unknown_option_is_refused():
-    with pytest.raises(TypeError):
-        cells.build("rnn", I, H, forget_bias=1.0)
+@pytest.mark.parametrize("name,opts", VARIANTS)
+def test_gradients_through_initial_and_final_state(name, opts):
+    """dL/d(params, x, h0[, c0]) for a loss on outputs AND final state, from a non-zero initial state."""
+    cell = make(name, **opts)
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    n_state = 2 if name in LSTMS else 1
+    s0 = [torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(n_state)]
+    state = tuple(s0) if n_state == 2 else s0[0]
+    w_out, w_fin = torch.randn(B, T, H, dtype=torch.float64), torch.randn(B, n_state * H, dtype=torch.float64)
+    params = [x, *s0, *cell.parameters()]
+
+    def loss(out, final):
+        return (out * w_out).sum() + (flat(final) * w_fin).sum()
+    got = torch.autograd.grad(loss(*cell(x, state)), params)
+    want = torch.autograd.grad(loss(*reference(name, cell, x, state)), params)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN)
+@pytest.mark.parametrize("loss_kind", ["weighted", "sum", "final_only"])
+def test_float32_fast_path_gradients_close_to_float64_reference(name, loss_kind):
+    """The float32 path (oneDNN matmuls on CPU, tanh via sigmoid) against the float64 reference, with
+    a dense, an expanded (out.sum()) and an all-zero output gradient."""
+    cell64 = make(name, seed=1)
+    cell32 = copy.deepcopy(cell64).float()
+    x64 = torch.randn(4, 60, I, dtype=torch.float64)
+    w = torch.randn(4, 60, H, dtype=torch.float64)
+
+    def loss(out, final):
+        if loss_kind == "weighted":
+            return (out * w).sum()
+        if loss_kind == "sum":
+            return out.sum()
+        return flat(final).pow(2).sum()
+    x32 = x64.float().requires_grad_()
+    got = torch.autograd.grad(loss(*cell32(x32)), [x32, *cell32.parameters()])
+    x64.requires_grad_()
+    want = torch.autograd.grad(loss(*reference(name, cell64, x64)), [x64, *cell64.parameters()])
+    for g, r in zip(got, want):
+        scale = r.abs().max().item() + 1e-3
+        torch.testing.assert_close(g.double() / scale, r / scale, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", HAND_WRITTEN)
+def test_bptt_path_edge_cases(name):
+    cell = make(name)
+    x = torch.randn(1, 1, I, dtype=torch.float64, requires_grad=True)  # B = T = 1
+    torch.testing.assert_close(cell(x)[0], reference(name, cell, x)[0], atol=1e-12, rtol=1e-12)
+    out, _ = cell(torch.randn(2, 5, I, dtype=torch.float64, requires_grad=True))
+    out.sum().backward(retain_graph=True)  # a second backward through the same graph works
+    first = [p.grad.clone() for p in cell.parameters()]
+    out.sum().backward()
+    for p, g in zip(cell.parameters(), first):
+        torch.testing.assert_close(p.grad, 2 * g)
+    out, _ = cell(torch.randn(2, 5, I, dtype=torch.float64, requires_grad=True))
+    out.mul_(2)  # the output buffer is saved for backward: in-place edits must be caught
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+    with pytest.raises(ValueError, match="time>0"):
+        cell(torch.randn(2, 0, I, dtype=torch.float64))
+
+
+def test_forget_bias_sits_in_one_bias_vector():
+    H4 = slice(H, 2 * H)
+    lstm = cells.build("lstm", I, H, forget_bias=1.7)
+    assert (lstm.rnn.bias_ih_l0[H4] == 1.7).all() and (lstm.rnn.bias_hh_l0[H4] == 0).all()
+    assert (cells.build("lstm_peephole", I, H, forget_bias=1.7).bias[H4] == 1.7).all()
+    assert (cells.build("lstm_cifg", I, H, forget_bias=1.7).bias[:H] == -1.7).all()  # f = 1 - i
+
+
+@pytest.mark.parametrize("name,opts,exc,msg", [
+    ("rnn", {"forget_bias": 1.0}, TypeError, "cell 'rnn' has no option 'forget_bias'; its options: none"),
+    ("gru_cho", {"forget_bias": 1.0}, TypeError, "its options: impl"),
+    ("lstm", {"bogus": 1}, TypeError, "its options: forget_bias"),
+    ("lstm_cifg", {"impl": "fast"}, ValueError, "unknown impl 'fast'; valid: bptt, autograd"),
+])
+def test_unknown_option_is_refused(name, opts, exc, msg):
+    with pytest.raises(exc, match=msg):
+        cells.build(name, I, H, **opts)
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_fused_flag(name):
+    assert cells.build(name, I, H).fused == (name in ("rnn", "gru", "lstm"))

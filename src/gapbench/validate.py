@@ -66,6 +66,10 @@ def check_config(cfg: DictConfig) -> None:
         _int("threads", cfg.threads, 1)
     task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "batch_size", "lr")}
     tasks.check_option_names(cfg.task.name, task_opts)
+    try:
+        cells.check_option_names(cfg.cell.name, {k: v for k, v in cfg.cell.items() if k not in ("name", "hidden_size")})
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
     task_cls.check_options(cfg.gap, **task_opts)
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
     check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,

@@ -10,10 +10,16 @@ Every cell shares one interface:
 `state` is a tensor h [B, H] for rnn/gru/gru_cho and a tuple (h, c) for the LSTM family.
 `cell.step(..., gates=d)` fills the dict `d` with the named gate activations of that step
 (e.g. "forget", "input", "output", "update", "reset"), for gate statistics.
+
+Options: `forget_bias` (LSTM family, default 1.0: the forget gate's effective bias at
+initialisation); `impl` (hand-written cells gru_cho, lstm_peephole, lstm_cifg: "bptt", the default,
+a custom autograd.Function with hand-written backpropagation through time, or "autograd", the
+plain loop over `step`'s math). `cell.fused` is True where forward runs a fused PyTorch kernel.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from torch import nn
 
@@ -32,8 +38,21 @@ def names() -> list[str]:
     return list(CELLS)
 
 
-def build(name: str, input_size: int, hidden_size: int, **opts) -> nn.Module:
+def cell_class(name: str) -> type[nn.Module]:
     if name not in CELLS:
         raise ValueError(f"unknown cell '{name}'; valid cells: {', '.join(CELLS)}")
     module, cls = CELLS[name]
-    return getattr(importlib.import_module(module), cls)(input_size, hidden_size, **opts)
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_option_names(name: str, opts: dict) -> None:
+    valid = list(inspect.signature(cell_class(name).__init__).parameters)[3:]  # after self, input_size, hidden_size
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise TypeError(f"cell '{name}' has no option {', '.join(map(repr, unknown))}; "
+                        f"its options: {', '.join(valid) or 'none'}")
+
+
+def build(name: str, input_size: int, hidden_size: int, **opts) -> nn.Module:
+    check_option_names(name, opts)
+    return cell_class(name)(input_size, hidden_size, **opts)

@@ -7,14 +7,15 @@
 import torch
 from torch import nn
 
+from gapbench.cells._bptt import GRUChoFunction
 from gapbench.cells._loop import LoopCell
 
 
 class GRUCho(LoopCell):
     n_input_blocks = 3  # r, u from W; c from W_c
 
-    def __init__(self, input_size, hidden_size):
-        super().__init__(input_size, hidden_size)
+    def __init__(self, input_size, hidden_size, impl: str = "bptt"):
+        super().__init__(input_size, hidden_size, impl)
         self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, hidden_size))      # h -> r, u
         self.weight_hc = nn.Parameter(torch.empty(hidden_size, hidden_size))          # r*h -> c
         self.reset_uniform()
@@ -27,3 +28,7 @@ class GRUCho(LoopCell):
         if gates is not None:
             gates.update(reset=r, update=u)
         return h, h
+
+    def fast_forward(self, x, h):
+        out, h = GRUChoFunction.apply(x, self.weight_ih, self.bias, self.weight_hh, self.weight_hc, h)
+        return out, h

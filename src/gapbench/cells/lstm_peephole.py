@@ -11,14 +11,15 @@ peephole weights — input and forget gates see c_{t-1}, the output gate sees c_
 import torch
 from torch import nn
 
+from gapbench.cells._bptt import PeepholeLSTMFunction
 from gapbench.cells._loop import LoopCell
 
 
 class PeepholeLSTM(LoopCell):
     n_input_blocks = 4  # i, f, g, o
 
-    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0):
-        super().__init__(input_size, hidden_size)
+    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: str = "bptt"):
+        super().__init__(input_size, hidden_size, impl)
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.peephole = nn.Parameter(torch.empty(3, hidden_size))  # p_i, p_f, p_o
         self.reset_uniform()
@@ -41,3 +42,7 @@ class PeepholeLSTM(LoopCell):
         if gates is not None:
             gates.update(input=i, forget=f, output=o)
         return h, (h, c)
+
+    def fast_forward(self, x, state):
+        out, h, c = PeepholeLSTMFunction.apply(x, self.weight_ih, self.bias, self.weight_hh, self.peephole, *state)
+        return out, (h, c)

@@ -1,0 +1,53 @@
+"""Smoke test of the benchmark on tiny sizes: it runs, every cell gets a row, the JSON is complete.
+No timing assertions (timings on a shared CI machine mean nothing)."""
+import json
+
+import pytest
+import torch
+
+from gapbench import bench, cells
+from gapbench.cells import _bptt
+
+
+def test_quick_run_on_tiny_sizes_writes_every_cell(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    result = bench.run(["--quick", "--batch", "3", "--hidden", "8", "--time", "4", "--repeats", "2",
+                        "--device", "cpu", "--threads", "1", "--json", str(path)])
+    assert json.loads(path.read_text()) == json.loads(json.dumps(result))
+    rows = result["rows"]
+    assert [r["cell"] for r in rows] == cells.names()
+    for r in rows:
+        assert r["batch"] == 3 and r["hidden"] == 8 and r["time"] == 4
+        assert r["seconds"] > 0 and len(r["seconds_all"]) == 2
+        assert r["tokens_per_s"] == pytest.approx(3 * 4 / r["seconds"])
+        assert r["gflops"] > 0 and r["frac_of_dense"] > 0
+        assert r["fused"] == (r["cell"] in ("rnn", "gru", "lstm"))
+    assert next(r for r in rows if r["cell"] == "lstm")["ratio_to_lstm"] == 1.0
+    assert result["meta"]["device"] == "cpu" and result["configs"][0]["dense_gflops"]
+    out = capsys.readouterr().out
+    assert "x lstm" in out and "lstm_peephole" in out
+
+
+def test_options_reach_the_cells_and_are_undone():
+    threads = torch.get_num_threads()
+    result = bench.run(["--cells", "gru_cho", "--batch", "2", "--hidden", "4", "--time", "3", "--repeats", "1",
+                        "--warmup", "0", "--device", "cpu", "--impl", "autograd", "--no-onednn",
+                        "--no-input-grad", "--dtype", "float64", "--threads", "1"])
+    assert [r["cell"] for r in result["rows"]] == ["lstm", "gru_cho"]  # lstm is always the reference
+    assert result["meta"]["impl"] == "autograd" and not result["meta"]["onednn_matmuls"]
+    assert result["meta"]["dtype"] == "float64" and not result["meta"]["input_grad"]
+    assert result["meta"]["threads"] == 1
+    assert torch.get_num_threads() == threads and _bptt.USE_ONEDNN  # process state restored
+
+
+def test_flop_count():
+    # lstm, B=2, T=3, I=5, H=7: forward 2*B*T*(I*4H + H*4H), backward twice that
+    assert bench.matmul_flops("lstm", 2, 3, 5, 7) == 3 * 2 * 2 * 3 * (5 * 28 + 7 * 28)
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for opt in ("--quick", "--json", "--device", "--hidden", "--time", "--batch", "--threads"):
+        assert opt in out
