@@ -9,6 +9,9 @@ from gapbench.tasks.base import Task, TaskError
 TASKS: dict[str, tuple[str, str]] = {
     "copy": ("gapbench.tasks.copy", "CopyMemory"),
     "adding": ("gapbench.tasks.adding", "Adding"),
+    "lm_word": ("gapbench.tasks.lm_word", "WordLM"),
+    "lm_char": ("gapbench.tasks.lm_char", "CharLM"),
+    "translation": ("gapbench.tasks.translation", "Translation"),
 }
 
 
