@@ -55,9 +55,12 @@ class GapModule(L.LightningModule):
         loss, logs = self.task.training_loss(self.model, batch)
         if not torch.isfinite(loss):
             raise Diverged(self.global_step, loss.item())
-        self.log("train/loss", loss, prog_bar=True)
-        for key, value in logs.items():
-            self.log(f"train/{key}", value, prog_bar=key == self.task.score_name)
+        # self.log costs ~0.8 ms a call here, a sixth of a small step: log only on the steps the
+        # Trainer writes to the logger (every trainer.log_every_n_steps; the progress bar follows)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True)
+            for key, value in logs.items():
+                self.log(f"train/{key}", value, prog_bar=key == self.task.score_name)
         return loss
 
     def _eval_step(self, batch):
