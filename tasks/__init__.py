@@ -26,6 +26,11 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
+def options(task_cfg) -> dict:
+    """A task config group minus the keys gapbench itself consumes: the task's own options."""
+    return {k: v for k, v in dict(task_cfg).items() if k not in ("name", "batch_size", "lr")}
+
+
 def check_option_names(name: str, opts: dict) -> None:
     cls = task_class(name)
     valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "gap", "seed", "batch_size")]

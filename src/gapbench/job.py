@@ -20,7 +20,7 @@ from hydra.utils import to_absolute_path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, results
+from gapbench import cells, results, tasks
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.tasks import build_task
@@ -115,12 +115,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                  run_id, done["status"], results.run_path(results_dir, run_id), done.get("score_name"), done.get("score"))
         return done
 
-    task_opts = {k: v for k, v in config["task"].items() if k not in ("name", "batch_size", "lr")}
+    task_opts = tasks.options(config["task"])
     task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **task_opts)
 
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    cell_opts = {k: v for k, v in config["cell"].items() if k not in ("name", "hidden_size")}
+    cell_opts = cells.options(config["cell"])
     try:
         model = task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size, **cell_opts),
                                  cfg.cell.hidden_size)

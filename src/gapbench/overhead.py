@@ -37,13 +37,13 @@ def job_seconds(steps: int, overrides: list[str]) -> float:
 
 def bare_seconds(steps: int, overrides: list[str]) -> tuple[float, float]:
     """(wall time of `steps` bare training steps, of which batch generation)."""
-    from gapbench import cells
+    from gapbench import cells, tasks
     from gapbench.tasks import build_task
 
     cfg = _cfg(tempfile.gettempdir(), overrides)
-    opts = {k: v for k, v in cfg.task.items() if k not in ("name", "batch_size", "lr")}
+    opts = tasks.options(cfg.task)
     task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **opts)
-    cell_opts = {k: v for k, v in cfg.cell.items() if k not in ("name", "hidden_size")}
+    cell_opts = cells.options(cfg.cell)
     torch.manual_seed(cfg.seed)
     model = task.build_model(lambda n: cells.build(cfg.cell.name, n, cfg.cell.hidden_size, **cell_opts),
                              cfg.cell.hidden_size)

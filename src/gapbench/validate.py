@@ -64,10 +64,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"probe.at={at} is invalid; give fractions of trainer.max_steps in [0, 1], e.g. [0.0, 0.5, 1.0], or []")
     if cfg.threads is not None:
         _int("threads", cfg.threads, 1)
-    task_opts = {k: v for k, v in cfg.task.items() if k not in ("name", "batch_size", "lr")}
+    task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     try:
-        cells.check_option_names(cfg.cell.name, {k: v for k, v in cfg.cell.items() if k not in ("name", "hidden_size")})
+        cells.check_option_names(cfg.cell.name, cells.options(cfg.cell))
     except TypeError as e:
         raise ConfigError(str(e)) from None
     task_cls.check_options(cfg.gap, **task_opts)

@@ -45,6 +45,11 @@ def cell_class(name: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module), cls)
 
 
+def options(cell_cfg) -> dict:
+    """A cell config group minus name and hidden_size: the keyword options of the cell's class."""
+    return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size")}
+
+
 def check_option_names(name: str, opts: dict) -> None:
     valid = list(inspect.signature(cell_class(name).__init__).parameters)[3:]  # after self, input_size, hidden_size
     unknown = sorted(set(opts) - set(valid))
