@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from gapbench.models import Tagger
-from gapbench.tasks.base import Task, seeded_generator
+from gapbench.tasks.base import SyntheticTask
 
 
 def adding_batch(batch: int, T: int, generator: torch.Generator, device=None):
@@ -27,16 +27,12 @@ def adding_batch(batch: int, T: int, generator: torch.Generator, device=None):
     return torch.stack([values, marks], dim=-1), y
 
 
-class Adding(Task):
+class Adding(SyntheticTask):
     name = "adding"
     score_name = "mse"
     higher_is_better = False
     gap_meaning = "T, the sequence length; the two marked numbers lie up to T-1 steps before the answer"
     min_gap = 2
-
-    def __init__(self, gap, seed, batch_size, val_size=512, test_size=2048, eval_batch_size=512):
-        super().__init__(gap, seed, batch_size)
-        self.val_size, self.test_size, self.eval_batch_size = val_size, test_size, eval_batch_size
 
     @property
     def baseline(self):
@@ -45,13 +41,8 @@ class Adding(Task):
     def build_model(self, make_cell, hidden_size):
         return Tagger(make_cell(2), hidden_size, 1, last_only=True)
 
-    def train_batch(self, step, device):
-        return adding_batch(self.batch_size, self.gap, seeded_generator(self.seed, 1 + step, device))
-
-    def eval_batches(self, split):
-        size = {"val": self.val_size, "test": self.test_size}[split]
-        x, y = adding_batch(size, self.gap, seeded_generator(self.seed, -1 if split == "val" else -2))
-        return list(zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)))
+    def generate(self, batch, generator):
+        return adding_batch(batch, self.gap, generator)
 
     def training_loss(self, model, batch):
         x, y = batch

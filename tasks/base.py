@@ -89,3 +89,25 @@ def seeded_generator(seed: int, stream: int, device: torch.device | str = "cpu")
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + stream) % (2**63 - 1))
     return g
+
+
+class SyntheticTask(Task):
+    """A task whose data is a generator function: training batches drawn on the device from
+    (seed, step), val and test sets drawn once on the CPU from fixed streams of the seed."""
+
+    def __init__(self, gap: int, seed: int, batch_size: int, val_size: int = 512, test_size: int = 2048,
+                 eval_batch_size: int = 512):
+        super().__init__(gap, seed, batch_size)
+        self.val_size, self.test_size, self.eval_batch_size = val_size, test_size, eval_batch_size
+
+    @abstractmethod
+    def generate(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) for `batch` sequences at this task's gap, on the generator's device."""
+
+    def train_batch(self, step, device):
+        return self.generate(self.batch_size, seeded_generator(self.seed, 1 + step, device))
+
+    def eval_batches(self, split):
+        size = {"val": self.val_size, "test": self.test_size}[split]
+        x, y = self.generate(size, seeded_generator(self.seed, -1 if split == "val" else -2))
+        return list(zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)))

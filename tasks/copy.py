@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gapbench.models import Tagger
-from gapbench.tasks.base import Task, seeded_generator
+from gapbench.tasks.base import SyntheticTask
 
 N_RECALL = 10        # symbols to remember
 N_CATEGORIES = 8     # symbols are 1..8
@@ -33,15 +33,11 @@ def copy_memory_batch(batch: int, T: int, generator: torch.Generator, device=Non
     return x, y
 
 
-class CopyMemory(Task):
+class CopyMemory(SyntheticTask):
     name = "copy"
     score_name = "recall_acc"
     higher_is_better = True
     gap_meaning = "T, the number of steps between the last symbol shown and the first recall position"
-
-    def __init__(self, gap, seed, batch_size, val_size=512, test_size=2048, eval_batch_size=512):
-        super().__init__(gap, seed, batch_size)
-        self.val_size, self.test_size, self.eval_batch_size = val_size, test_size, eval_batch_size
 
     @classmethod
     def steps_for_gap(cls, gap, **opts):
@@ -59,14 +55,8 @@ class CopyMemory(Task):
     def build_model(self, make_cell, hidden_size):
         return Tagger(make_cell(VOCAB), hidden_size, VOCAB)
 
-    def train_batch(self, step, device):
-        return copy_memory_batch(self.batch_size, self.gap, seeded_generator(self.seed, 1 + step, device))
-
-    def eval_batches(self, split):
-        size = {"val": self.val_size, "test": self.test_size}[split]
-        g = seeded_generator(self.seed, -1 if split == "val" else -2)
-        x, y = copy_memory_batch(size, self.gap, g)
-        return list(zip(x.split(self.eval_batch_size), y.split(self.eval_batch_size)))
+    def generate(self, batch, generator):
+        return copy_memory_batch(batch, self.gap, generator)
 
     def _forward(self, model, batch):
         x, y = batch
