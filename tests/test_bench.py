@@ -51,3 +51,45 @@ def test_help_lists_the_options(capsys):
     out = capsys.readouterr().out
     for opt in ("--quick", "--json", "--device", "--hidden", "--time", "--batch", "--threads"):
         assert opt in out
+
+
+def test_overhead_interleaves_job_and_bare_steps():
+    from gapbench import overhead
+
+    result = overhead.main(["--steps", "12", "--warmup", "3", "--repeats", "2",
+                            "cell.hidden_size=8", "gap=3", "logger=none", "threads=1"])
+    assert result["steps"] == 12 and len(result["ratios"]) == 2
+    assert result["job_ms_per_step"] > 0 and result["bare_ms_per_step"] > 0
+    assert result["overhead_ratio"] == pytest.approx(result["job_ms_per_step"] / result["bare_ms_per_step"])
+    assert 0 < result["batch_gen_share"] < 1
+    assert result["ratios"] == sorted(result["ratios"]) and round(result["overhead_ratio"], 4) == result["ratios"][1]
+
+
+def test_bench_reports_overhead(monkeypatch, capsys):
+    from gapbench import overhead
+
+    real = overhead.measure_overhead
+    monkeypatch.setattr(overhead, "measure_overhead", lambda overrides, steps, repeats: real(
+        ["cell.hidden_size=8", "gap=3", "logger=none", "threads=1"], steps=steps, warmup=2, repeats=1))
+    result = bench.run(["--cells", "lstm", "--batch", "2", "--hidden", "4", "--time", "3", "--repeats", "1",
+                        "--device", "cpu", "--threads", "1", "--overhead", "--overhead-steps", "5"])
+    assert result["overhead"]["steps"] == 5
+    assert "framework overhead" in capsys.readouterr().out
+
+
+def test_thread_scaling_bound_covers_every_job_of_the_sweep():
+    from gapbench import overhead
+
+    b = overhead.thread_scaling(["cell=lstm,gru", "gap=3", "cell.hidden_size=8", "trainer.max_steps=7"],
+                                seconds=0.02, repeats=1)
+    assert [j["job"].split()[0] for j in b["jobs"]] == ["cell=lstm", "cell=gru"]
+    cores = b["cores"]
+    serial = sum(7 * j[f"ms_{cores}_threads"] for j in b["jobs"])
+    assert b["best_parallel_ratio"] == pytest.approx(sum(7 * j["ms_1_thread"] for j in b["jobs"]) / cores / serial)
+
+
+def test_null_test_runs_the_clock_on_two_bare_loops():
+    from gapbench import overhead
+
+    r = overhead.main(["--null", "--steps", "10", "--warmup", "2", "cell.hidden_size=8", "gap=3", "threads=1"])
+    assert r["null_test"] and r["steps"] == 10 and r["job_ms_per_step"] > 0 and r["bare_ms_per_step"] > 0

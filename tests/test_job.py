@@ -42,7 +42,7 @@ def test_finished_job_is_skipped_and_rerun_forces_it(tmp_path, caplog):
     again = run_job(make_cfg(tmp_path, *args, "progress=true"))  # presentation keys do not change identity
     assert again["run_id"] == first["run_id"] and again["finished_at"] == first["finished_at"]
     assert "skip" in caplog.text and len(load_runs(tmp_path)) == 1
-    forced = run_job(make_cfg(tmp_path, *args, "rerun=true"))
+    forced = run_job(make_cfg(tmp_path, *args, "rerun=true", "progress=2"))  # the bar, redrawn every 2 steps
     assert forced["finished_at"] >= first["finished_at"] and len(load_runs(tmp_path)) == 1
     assert len(list((tmp_path / "runs" / "replaced").glob("*.json"))) == 1, "the replaced row is kept"
 

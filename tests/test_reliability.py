@@ -40,6 +40,7 @@ BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["logger=wandb", "wandb.mode=online"], "wandb.mode=online needs W&B credentials"),
     (["wandb.mode=sometimes"], "unknown wandb.mode 'sometimes'; valid: offline, online, disabled"),
     (["probe.at=[2.0]"], "probe.at=[2.0] is invalid"),
+    (["progress=0"], "progress=0 is out of range; progress must be an integer >= 1 (steps between progress-bar redraws), or false"),
     (["-m", "cell=lstm,gru", "gap=10,0"], "gap=0 is out of range"),
     (["-m", "seed=0,1", "trainer.strategy=ddp", "trainer.devices=2"], "trainer.strategy=ddp inside a local multirun"),
     (["-m", "experiment=cpu_copy", "cell.hidden_size=-3"], "cell.hidden_size=-3 is out of range"),

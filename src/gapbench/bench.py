@@ -2,6 +2,7 @@
 
     python -m gapbench.bench                    # B=128, H=128,256, T=100,1000, all six cells
     python -m gapbench.bench --quick            # < 1 min on 2 CPU cores
+    python -m gapbench.bench --quick --overhead # and run.py's per-step overhead against a bare loop
     python -m gapbench.bench --hidden 256 --time 1000 --cells lstm lstm_peephole --json out.json
 
 What is measured, per (hidden size H, sequence length T) and cell:
@@ -234,9 +235,18 @@ def _run(args) -> dict:
                 r["frac_of_dense"] = r["gflops"] / best
             rows += part
             print(_table(part, rates), flush=True)
+    result = {"meta": meta, "configs": configs, "rows": rows}
+    if args.overhead:
+        from gapbench import overhead
+
+        print("\nframework overhead: the default job (python run.py) interleaved step by step with a bare "
+              "PyTorch loop doing the same work (gapbench.overhead)", flush=True)
+        result["overhead"] = o = overhead.measure_overhead([], steps=args.overhead_steps, repeats=3)
+        print(f"run.py {o['job_ms_per_step']:.2f} ms/step, bare loop {o['bare_ms_per_step']:.2f} ms/step: "
+              f"{o['overhead_ratio']:.2f}x (runs: {', '.join(f'{r:.2f}' for r in o['ratios'])}); "
+              f"batch generation {o['batch_gen_ms']:.3f} ms = {100 * o['batch_gen_share']:.1f}% of a step")
     meta["load_after"] = _load()
     print(f"# load average after: {meta['load_after']}")
-    result = {"meta": meta, "configs": configs, "rows": rows}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
@@ -280,6 +290,10 @@ def parse_args(argv=None):
     p.add_argument("--no-onednn", action="store_true",
                    help="hand-written cells use torch.mm/addmm instead of oneDNN matmuls on CPU")
     p.add_argument("--no-input-grad", action="store_true", help="x does not require grad (no dx computed)")
+    p.add_argument("--overhead", action="store_true",
+                   help="also measure run.py's per-step time against a bare PyTorch loop (default job, ~35 s; "
+                        "other jobs: python -m gapbench.overhead OVERRIDES)")
+    p.add_argument("--overhead-steps", type=int, default=1000, help=argparse.SUPPRESS)
     p.add_argument("--json", metavar="PATH", help="also write meta, per-config dense rates and all rows as JSON")
     args = p.parse_args(argv)
     quick = {"batch": 128, "hidden": [128, 256], "time": [100], "repeats": 3, "warmup": 1}

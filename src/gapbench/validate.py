@@ -64,6 +64,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"probe.at={at} is invalid; give fractions of trainer.max_steps in [0, 1], e.g. [0.0, 0.5, 1.0], or []")
     if cfg.threads is not None:
         _int("threads", cfg.threads, 1)
+    if cfg.progress is not True and cfg.progress is not False:
+        _int("progress", cfg.progress, 1, " (steps between progress-bar redraws), or false for no bar")
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     try:
