@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gapbench import cells, results, tasks
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
-from gapbench.tasks import build_task
+from gapbench.tasks import Task, build_task
 from gapbench.validate import ConfigError, check_config
 
 log = logging.getLogger("gapbench")
@@ -52,12 +52,31 @@ def _sweep_id(cfg: DictConfig) -> str:
         return dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def make_task(cfg: DictConfig) -> Task:
+    opts = tasks.options(OmegaConf.to_container(cfg.task, resolve=True))
+    return build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **opts)
+
+
+def make_model(cfg: DictConfig, task: Task) -> torch.nn.Module:
+    """The task's model around the configured cell; seed torch before calling."""
+    opts = cells.options(OmegaConf.to_container(cfg.cell, resolve=True))
+    try:
+        return task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size, **opts),
+                                cfg.cell.hidden_size)
+    except TypeError as e:
+        raise ConfigError(f"cell {cfg.cell.name}: {e}") from None
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _threads(cfg: DictConfig) -> int:
     if cfg.threads:
         return int(cfg.threads)
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # submitit/SLURM: the allocation is the budget
         return int(os.environ["SLURM_CPUS_PER_TASK"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     try:
         jobs = int(HydraConfig.get().launcher.get("n_jobs") or 1)
     except (ValueError, AttributeError):
@@ -117,18 +136,10 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
                  run_id, done["status"], results.run_path(results_dir, run_id), done.get("score_name"), done.get("score"))
         return done
 
-    task_opts = tasks.options(config["task"])
-    task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **task_opts)
-
+    task = make_task(cfg)
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    cell_opts = cells.options(config["cell"])
-    try:
-        model = task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size, **cell_opts),
-                                 cfg.cell.hidden_size)
-    except TypeError as e:
-        raise ConfigError(f"cell {cfg.cell.name}: {e}") from None
-    module = GapModule(task, model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
     sweep_id = _sweep_id(cfg)
     job_dir = results_dir / "jobs" / run_id

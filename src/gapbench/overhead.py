@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -46,14 +45,11 @@ class BareLoop:
     """The training step of a job written as plain PyTorch: generate the batch, loss, backward, clip, Adam."""
 
     def __init__(self, cfg):
-        from gapbench import cells, tasks
-        from gapbench.tasks import build_task
+        from gapbench.job import make_model, make_task
 
-        self.task = build_task(cfg.task.name, cfg.gap, cfg.seed, cfg.task.batch_size, **tasks.options(cfg.task))
-        cell_opts = cells.options(cfg.cell)
+        self.task = make_task(cfg)
         torch.manual_seed(cfg.seed)
-        self.model = self.task.build_model(
-            lambda n: cells.build(cfg.cell.name, n, cfg.cell.hidden_size, **cell_opts), cfg.cell.hidden_size)
+        self.model = make_model(cfg, self.task)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.clip = cfg.trainer.gradient_clip_val
         self.index = 0
@@ -96,6 +92,12 @@ class Interleaved(L.Callback):
         self._mark = now
         self._inside = time.perf_counter() - now
 
+    def result(self) -> dict[str, float]:
+        job, bare = self.job_s / self.steps, self.bare_s / self.steps
+        return {"job_ms_per_step": 1e3 * job, "bare_ms_per_step": 1e3 * bare, "overhead_ratio": job / bare,
+                "batch_gen_ms": 1e3 * self.gen_s / self.steps, "batch_gen_share": self.gen_s / self.bare_s,
+                "steps": self.steps}
+
 
 def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
     from gapbench.job import run_job
@@ -104,15 +106,11 @@ def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, flo
         cfg = _cfg(d, [f"trainer.max_steps={warmup + steps + 1}",
                        f"trainer.val_check_interval={10**9}", "task.test_size=64", "task.val_size=64",
                        "probe.at=[]", *overrides])
-        if cfg.trainer.accelerator not in ("auto", "cpu") or (cfg.trainer.accelerator == "auto" and torch.cuda.is_available()):
-            cfg.trainer.accelerator = "cpu"  # the bare loop runs on the CPU; compare like with like
+        cfg.trainer.accelerator = "cpu"  # the bare loop runs on the CPU; compare like with like
         clock = Interleaved(BareLoop(cfg), warmup)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             run_job(cfg, callbacks=[clock])  # the job's progress bar runs, unseen
-    job, bare = clock.job_s / clock.steps, clock.bare_s / clock.steps
-    return {"job_ms_per_step": 1e3 * job, "bare_ms_per_step": 1e3 * bare, "overhead_ratio": job / bare,
-            "batch_gen_ms": 1e3 * clock.gen_s / clock.steps, "batch_gen_share": clock.gen_s / clock.bare_s,
-            "steps": clock.steps}
+    return clock.result()
 
 
 def null_test(overrides: list[str], steps: int = 1000, warmup: int = 100) -> dict[str, float]:
@@ -127,9 +125,7 @@ def null_test(overrides: list[str], steps: int = 1000, warmup: int = 100) -> dic
         fake_trainer.global_step = step
         clock.on_train_batch_start(fake_trainer, None, None, step)
         other.step()
-    job, bare = clock.job_s / clock.steps, clock.bare_s / clock.steps
-    return {"job_ms_per_step": 1e3 * job, "bare_ms_per_step": 1e3 * bare, "overhead_ratio": job / bare,
-            "steps": clock.steps, "null_test": True}
+    return {**clock.result(), "null_test": True}
 
 
 def measure_overhead(overrides: list[str] = (), steps: int = 1000, warmup: int = 100, repeats: int = 3) -> dict:
@@ -163,9 +159,10 @@ def thread_scaling(overrides: list[str], seconds: float = 1.5, repeats: int = 5)
     alternating blocks of ~`seconds`, best of `repeats`; and the best ratio a parallel launcher could
     reach with one thread per job: sum(steps * t_1) / cores against sum(steps * t_all), one after
     another (perfect packing, no contention between jobs; start-up and evaluation not counted)."""
+    from gapbench.job import cpu_cores
     from gapbench.preflight import _expand
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     before, jobs = torch.get_num_threads(), []
     try:
         for job in _expand(list(overrides)):

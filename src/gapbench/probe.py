@@ -98,7 +98,6 @@ class GradientProbe(L.Callback):
         self.last_gates = gates
         for lg in trainer.loggers:  # directly: Lightning forbids self.log in on_train_end
             lg.log_metrics({f"gates/{k}": v for k, v in gates.items()}, step=step)
-        for lg in trainer.loggers:
             if type(lg).__name__ == "WandbLogger":
                 import wandb
                 table = wandb.Table(data=[[t, g] for t, g in enumerate(norms)], columns=["t", "grad_norm"])
