@@ -19,6 +19,14 @@ def names() -> list[str]:
     return list(TASKS)
 
 
+def find(name: str) -> type[Task] | None:
+    """The task class of `name`, or None for a name no longer registered (old rows in a store)."""
+    try:
+        return task_class(name)
+    except (TaskError, ImportError):
+        return None
+
+
 def task_class(name: str) -> type[Task]:
     if name not in TASKS:
         raise TaskError(f"unknown task '{name}'; valid tasks: {', '.join(TASKS)}")

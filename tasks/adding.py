@@ -32,6 +32,13 @@ class Adding(SyntheticTask):
     score_name = "mse"
     higher_is_better = False
     gap_meaning = "T, the sequence length; the two marked numbers lie up to T-1 steps before the answer"
+    title = "Adding problem"
+    score_title = "MSE"
+    solved_text = "MSE ≤ 1% of the baseline (1/6 × 0.01 ≈ 0.00167)"
+
+    @classmethod
+    def solved_threshold(cls, baseline):
+        return 0.01 * baseline
     min_gap = 2
 
     @property

@@ -32,6 +32,9 @@ class Task(ABC):
     score_name: ClassVar[str]          # headline metric, a key of eval_metrics()
     higher_is_better: ClassVar[bool]
     gap_meaning: ClassVar[str]         # one line: what `gap` means for this task
+    title: ClassVar[str]               # human name for tables and plots, e.g. "Copy memory"
+    score_title: ClassVar[str]         # the headline metric in words, e.g. "recall accuracy"
+    solved_text: ClassVar[str | None] = None  # the "solved" criterion in words; None: the task has none
     min_gap: ClassVar[int] = 1
 
     def __init__(self, gap: int, seed: int, batch_size: int, **opts: Any):
@@ -59,6 +62,22 @@ class Task(ABC):
     @property
     @abstractmethod
     def baseline(self) -> float: ...
+
+    @classmethod
+    def solved_threshold(cls, baseline: float) -> float | None:
+        """The headline score that counts as solved (reached, or beaten in the direction of
+        `higher_is_better`), given the run's baseline; None where the task has no fixed criterion."""
+        return None
+
+    @classmethod
+    def is_solved(cls, score: float, baseline: float) -> bool | None:
+        """Whether `score` solves the task (None: no criterion). NaN never solves."""
+        threshold = cls.solved_threshold(baseline)
+        if threshold is None:
+            return None
+        if score != score:
+            return False
+        return score >= threshold if cls.higher_is_better else score <= threshold
 
     @abstractmethod
     def build_model(self, make_cell: MakeCell, hidden_size: int) -> nn.Module: ...

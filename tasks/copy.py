@@ -38,6 +38,13 @@ class CopyMemory(SyntheticTask):
     score_name = "recall_acc"
     higher_is_better = True
     gap_meaning = "T, the number of steps between the last symbol shown and the first recall position"
+    title = "Copy memory"
+    score_title = "recall accuracy"
+    solved_text = "recall accuracy ≥ 0.99"
+
+    @classmethod
+    def solved_threshold(cls, baseline):
+        return 0.99
 
     @classmethod
     def steps_for_gap(cls, gap, **opts):

@@ -54,6 +54,8 @@ class CharLM(StreamLM):
     score_name = "bpc"
     gap_meaning = "context length in characters: the BPTT length, and exactly the characters each test character is predicted from"
     unit = "characters"
+    title = "Character-level language model"
+    score_title = "bits per character"
 
     def __init__(self, gap, seed, batch_size, emb_size=64, dropout=0.0, eval_tokens=20000, val_tokens=5000,
                  eval_batch_size=256):

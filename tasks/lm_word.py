@@ -184,6 +184,8 @@ class WordLM(StreamLM):
     score_name = "ppl"
     gap_meaning = "context length in tokens: the BPTT length, and exactly the tokens each test word is predicted from"
     unit = "tokens"
+    title = "Word-level language model"
+    score_title = "perplexity"
 
     def __init__(self, gap, seed, batch_size, emb_size=128, dropout=0.0, eval_tokens=20000, val_tokens=5000,
                  eval_batch_size=256, vocab_size=None):

@@ -267,6 +267,8 @@ class Translation(Task):
     higher_is_better = True
     gap_meaning = ("source-sentence length in tokens: a job trains and tests on the length bucket that ends "
                    "at gap (one of task.buckets)")
+    title = "Translation"
+    score_title = "BLEU"
 
     def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=True,
                  train_on="bucket", valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000,

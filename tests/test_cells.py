@@ -331,3 +331,9 @@ def test_unknown_option_is_refused(name, opts, exc, msg):
 @pytest.mark.parametrize("name", list(REFERENCES))
 def test_fused_flag(name):
     assert cells.build(name, I, H).fused == (name in ("rnn", "gru", "lstm"))
+
+
+def test_every_cell_has_a_title():
+    for name in cells.names():
+        assert cells.cell_class(name).title and cells.title(name) == cells.cell_class(name).title
+    assert cells.title("no_such_cell") == "no_such_cell"

@@ -81,3 +81,15 @@ def test_unknown_task_and_option():
 
 def test_registry_lists_synthetic_tasks():
     assert {"copy", "adding"} <= set(names())
+
+
+def test_every_task_knows_its_metadata():
+    from gapbench.tasks import task_class
+    for name in names():
+        cls = task_class(name)
+        assert cls.title and cls.score_title and cls.gap_meaning and cls.score_name, name
+        if cls.solved_text is None:
+            assert cls.solved_threshold(0.5) is None
+    copy, adding = task_class("copy"), task_class("adding")
+    assert copy.is_solved(0.99, 0.125) and not copy.is_solved(0.98, 0.125) and not copy.is_solved(float("nan"), 0.125)
+    assert adding.is_solved(1 / 600, 1 / 6) and not adding.is_solved(0.002, 1 / 6)

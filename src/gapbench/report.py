@@ -28,17 +28,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-# -- what the tasks are called and how "solved" is judged (documented in docs/report.md) --------
-TASK_TITLES = {"copy": "Copy memory", "adding": "Adding problem", "lm_word": "Word-level language model",
-               "lm_char": "Character-level language model", "translation": "Translation"}
-GAP_MEANING = {"copy": "T, steps between the last symbol shown and the first recall position",
-               "adding": "T, the sequence length",
-               "lm_word": "context (BPTT) length in words", "lm_char": "context (BPTT) length in characters",
-               "translation": "source-sentence length bucket in tokens"}
-CELL_ORDER = ["rnn", "gru", "gru_cho", "lstm", "lstm_peephole", "lstm_cifg"]
-COPY_SOLVED = 0.99         # copy: recall accuracy >= 0.99
-ADDING_SOLVED = 0.01       # adding: MSE <= 1% of the baseline (1/6)
-RELATIVE_SOLVED = 0.5      # other tasks: closes >= 50% of the distance baseline -> the cell's best mean
+from gapbench import cells as cell_registry
+from gapbench import tasks as task_registry
+
+# -- names and "solved" criteria come from the components themselves (Task / cell metadata) -------
+RELATIVE_SOLVED = 0.5      # tasks without a fixed criterion: closes >= 50% of the distance baseline -> the cell's best mean
 BAND = "min–max over seeds"
 PUBLISHED_CSV = Path(__file__).with_name("data") / "published_bai2018.csv"
 NUMERIC = ["gap", "seed", "steps", "wall_s", "score", "test_loss", "baseline"]
@@ -122,9 +116,19 @@ def tex_entry(mean: float, std: float, n: int) -> str:
     return f"{tex_number(fmt(mean))} $\\pm$ {tex_number(fmt(std, 2))} ({n})"
 
 
+def task_title(task: str) -> str:
+    cls = task_registry.find(task)
+    return cls.title if cls else task
+
+
+def gap_meaning(task: str) -> str:
+    cls = task_registry.find(task)
+    return cls.gap_meaning if cls else "gap"
+
+
 def cell_order(cells: Iterable[str]) -> list[str]:
     cells = list(dict.fromkeys(cells))
-    return [c for c in CELL_ORDER if c in cells] + sorted(c for c in cells if c not in CELL_ORDER)
+    return [c for c in cell_registry.names() if c in cells] + sorted(c for c in cells if c not in cell_registry.names())
 
 
 # -- aggregation ---------------------------------------------------------------------------------
@@ -189,16 +193,14 @@ def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class Criterion:
     text: str                        # how it reads in the report
-    absolute: float | None = None     # solved: score beyond this fixed number
-    of_baseline: float | None = None  # solved: score beyond this fraction of the baseline
+    task_class: Any = None            # solved: the task's own criterion (Task.solved_threshold)
     relative: float | None = None     # solved: closes this fraction of baseline -> the cell's best mean
 
 
 def criterion_for(task: str, score_name: str | None, higher: bool) -> Criterion:
-    if task == "copy" and score_name == "recall_acc":
-        return Criterion(f"recall accuracy ≥ {COPY_SOLVED}", absolute=COPY_SOLVED)
-    if task == "adding" and score_name == "mse":
-        return Criterion(f"MSE ≤ {ADDING_SOLVED:g} × baseline", of_baseline=ADDING_SOLVED)
+    cls = task_registry.find(task)
+    if cls is not None and cls.solved_text and score_name == cls.score_name:
+        return Criterion(cls.solved_text, task_class=cls)
     return Criterion(f"{score_name} closes ≥ {RELATIVE_SOLVED:.0%} of the distance from the baseline to the "
                      "cell's own best mean score (over gaps)", relative=RELATIVE_SOLVED)
 
@@ -208,10 +210,8 @@ def thresholds(task: str, cell_summary: pd.DataFrame) -> pd.Series:
     s = cell_summary.set_index("gap").sort_index()
     higher = bool(s["higher_is_better"].iloc[0])
     crit = criterion_for(task, s["score_name"].iloc[0], higher)
-    if crit.absolute is not None:
-        return pd.Series(crit.absolute, index=s.index, dtype=float)
-    if crit.of_baseline is not None:
-        return crit.of_baseline * s["baseline"].astype(float)
+    if crit.task_class is not None:
+        return s["baseline"].astype(float).map(crit.task_class.solved_threshold).astype(float)
     best = s["mean"].max() if higher else s["mean"].min()
     base = s["baseline"].astype(float)
     thr = base + crit.relative * (best - base)
@@ -305,7 +305,7 @@ class TaskReport:
 
     @property
     def title(self) -> str:
-        return TASK_TITLES.get(self.task, self.task)
+        return task_title(self.task)
 
     @property
     def gaps(self) -> list[int]:
@@ -320,7 +320,7 @@ class TaskReport:
 
     def caption(self) -> str:
         return (f"{self.title}: {self.score_name} ({arrow(self.higher)}) by gap "
-                f"({GAP_MEANING.get(self.task, 'gap')}). Entries: mean ± sample std (n finished seeds); "
+                f"({gap_meaning(self.task)}). Entries: mean ± sample std (n finished seeds); "
                 f"best per gap in bold (ties all bold); diverged and failed runs are not in the means.")
 
     def excluded(self) -> pd.DataFrame:
@@ -423,9 +423,10 @@ def _figure():
 def _colors(cells: list[str]) -> dict[str, Any]:
     import matplotlib
     cmap = matplotlib.colormaps["tab10"]
-    known = {c: cmap(i) for i, c in enumerate(CELL_ORDER)}
+    order = cell_registry.names()
+    known = {c: cmap(i % 10) for i, c in enumerate(order)}
     extra = [c for c in cells if c not in known]
-    return {**known, **{c: cmap((len(CELL_ORDER) + i) % 10) for i, c in enumerate(extra)}}
+    return {**known, **{c: cmap((len(order) + i) % 10) for i, c in enumerate(extra)}}
 
 
 def degradation_figure(rep: TaskReport):
@@ -449,11 +450,12 @@ def degradation_figure(rep: TaskReport):
             ax.axhline(bases.iloc[0], color="0.3", ls="--", lw=1.2, label=f"baseline {fmt(bases.iloc[0])}")
         else:
             ax.plot(bases.index, bases.to_numpy(), "--", color="0.3", lw=1.2, label="baseline")
-    if rep.criterion.absolute is not None:
-        ax.axhline(rep.criterion.absolute, color="0.6", ls="-.", lw=1, label=f"solved: {rep.criterion.text}")
-    elif rep.criterion.of_baseline is not None and len(bases):
-        ax.plot(bases.index, rep.criterion.of_baseline * bases.to_numpy(), "-.", color="0.6", lw=1,
-                label=f"solved: {rep.criterion.text}")
+    if rep.criterion.task_class is not None and len(bases):
+        solved = bases.map(rep.criterion.task_class.solved_threshold).astype(float)
+        if np.allclose(solved.to_numpy(), solved.iloc[0]):
+            ax.axhline(solved.iloc[0], color="0.6", ls="-.", lw=1, label=f"solved: {rep.criterion.text}")
+        else:
+            ax.plot(solved.index, solved.to_numpy(), "-.", color="0.6", lw=1, label=f"solved: {rep.criterion.text}")
     ax.set_xscale("log")
     vals = pd.concat([s["min"], s["max"], bases]).dropna()
     if not rep.higher and len(vals) and (vals > 0).all() and vals.max() / vals.min() > 100:
@@ -461,7 +463,7 @@ def degradation_figure(rep: TaskReport):
     ax.set_xticks(rep.gaps)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"gap ({GAP_MEANING.get(rep.task, 'gap')}), log scale")
+    ax.set_xlabel(f"gap ({gap_meaning(rep.task)}), log scale")
     ax.set_ylabel(f"{rep.score_name} ({arrow(rep.higher)})")
     ax.set_title(f"{rep.title}: {rep.score_name} vs gap\nline = mean over finished seeds, band = {BAND}, "
                  "dotted vertical = mean memory horizon", fontsize=9)
@@ -499,7 +501,7 @@ def gradients_figure(curves: pd.DataFrame, task: str):
     ax.set_yscale("log")
     ax.set_xlabel("steps back from the end of the sequence (T_len - 1 - t)")
     ax.set_ylabel("‖∂L/∂h_t‖ (mean over batch), log scale")
-    ax.set_title(f"{TASK_TITLES.get(task, task)}, gap {gap}: gradient reaching back in time\nat train step "
+    ax.set_title(f"{task_title(task)}, gap {gap}: gradient reaching back in time\nat train step "
                  f"{', '.join(map(str, steps[:4]))}{'…' if len(steps) > 4 else ''}; line = mean, band = {BAND}",
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
@@ -634,7 +636,7 @@ def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, 
                      + (" …" if len(corrupt) > 5 else ""))
     lines += ["", _budget(df).to_markdown(index=False), "", "## Tasks", ""]
     for task, names in files.items():
-        lines.append(f"- **{TASK_TITLES.get(task, task)}** (`{task}`): " + " · ".join(f"[{n}]({n})" for n in names))
+        lines.append(f"- **{task_title(task)}** (`{task}`): " + " · ".join(f"[{n}]({n})" for n in names))
     lines += ["", "## Also", ""] + [f"- [{n}]({n})" for n in extra]
     lines += ["", "How to read these files and the memory-horizon criteria: `docs/report.md` in the gapbench "
               "repository.", ""]

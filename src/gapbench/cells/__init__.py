@@ -11,6 +11,8 @@ Every cell shares one interface:
 `cell.step(..., gates=d)` fills the dict `d` with the named gate activations of that step
 (e.g. "forget", "input", "output", "update", "reset"), for gate statistics.
 
+Every cell class has `title`, its human name for tables and plots (read with `title(name)`).
+
 Options: `forget_bias` (LSTM family, default 1.0: the forget gate's effective bias at
 initialisation); `impl` (hand-written cells gru_cho, lstm_peephole, lstm_cifg: "bptt", the default,
 a custom autograd.Function with hand-written backpropagation through time, or "autograd", the
@@ -35,7 +37,16 @@ CELLS: dict[str, tuple[str, str]] = {
 
 
 def names() -> list[str]:
+    """Registered cells in registry order (the order of tables and legends)."""
     return list(CELLS)
+
+
+def title(name: str) -> str:
+    """The cell's human name (its class's `title`, e.g. "LSTM (peephole)"); unknown names as they are."""
+    try:
+        return cell_class(name).title
+    except (ValueError, ImportError, AttributeError):
+        return name
 
 
 def cell_class(name: str) -> type[nn.Module]:

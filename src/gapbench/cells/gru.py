@@ -12,6 +12,7 @@ from gapbench.cells._fused import FusedCell
 
 
 class GRU(FusedCell):
+    title = "GRU"
     kernel = nn.GRU
 
     def __init__(self, input_size, hidden_size):

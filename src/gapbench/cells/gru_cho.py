@@ -12,6 +12,7 @@ from gapbench.cells._loop import LoopCell
 
 
 class GRUCho(LoopCell):
+    title = "GRU (Cho et al. 2014)"
     n_input_blocks = 3  # r, u from W; c from W_c
 
     def __init__(self, input_size, hidden_size, impl: str = "bptt"):

@@ -14,6 +14,7 @@ from gapbench.cells._fused import FusedCell
 
 
 class LSTM(FusedCell):
+    title = "LSTM"
     kernel = nn.LSTM
 
     def __init__(self, input_size, hidden_size, forget_bias: float = 1.0):

@@ -17,6 +17,7 @@ from gapbench.cells._loop import LoopCell
 
 
 class CIFGLSTM(LoopCell):
+    title = "LSTM (CIFG)"
     n_input_blocks = 3  # i, g, o
 
     def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: str = "bptt"):

@@ -16,6 +16,7 @@ from gapbench.cells._loop import LoopCell
 
 
 class PeepholeLSTM(LoopCell):
+    title = "LSTM (peephole)"
     n_input_blocks = 4  # i, f, g, o
 
     def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: str = "bptt"):

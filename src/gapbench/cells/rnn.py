@@ -6,6 +6,7 @@ from gapbench.cells._fused import FusedCell
 
 
 class ElmanRNN(FusedCell):
+    title = "tanh RNN"
     kernel = nn.RNN
 
     def __init__(self, input_size, hidden_size):
