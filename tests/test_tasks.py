@@ -92,4 +92,4 @@ def test_every_task_knows_its_metadata():
             assert cls.solved_threshold(0.5) is None
     copy, adding = task_class("copy"), task_class("adding")
     assert copy.is_solved(0.99, 0.125) and not copy.is_solved(0.98, 0.125) and not copy.is_solved(float("nan"), 0.125)
-    assert adding.is_solved(1 / 600, 1 / 6) and not adding.is_solved(0.002, 1 / 6)
+    assert adding.is_solved(0.0016, 1 / 6) and not adding.is_solved(0.002, 1 / 6)
