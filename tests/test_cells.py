@@ -318,7 +318,7 @@ def test_forget_bias_sits_in_one_bias_vector():
 
 
 @pytest.mark.parametrize("name,opts,exc,msg", [
-    ("rnn", {"forget_bias": 1.0}, TypeError, "cell 'rnn' has no option 'forget_bias'; its options: none"),
+    ("rnn", {"forget_bias": 1.0}, TypeError, "cell 'rnn' has no option 'forget_bias'; its options: layers, dropout"),
     ("gru_cho", {"forget_bias": 1.0}, TypeError, "its options: impl"),
     ("lstm", {"bogus": 1}, TypeError, "its options: forget_bias"),
     ("lstm_cifg", {"impl": "fast"}, ValueError, "unknown impl 'fast'; valid: bptt, autograd"),
@@ -337,3 +337,32 @@ def test_every_cell_has_a_title():
     for name in cells.names():
         assert cells.cell_class(name).title and cells.title(name) == cells.cell_class(name).title
     assert cells.title("no_such_cell") == "no_such_cell"
+
+
+@pytest.mark.parametrize("name", cells.names())
+def test_stacked_layers_match_their_cells_run_in_turn(name):
+    """layers=2: the second cell reads the first one's outputs; forward, step and state agree."""
+    torch.manual_seed(0)
+    stack = cells.build(name, I, H, layers=2, dropout=0.0).double()
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    out, state = stack(x)
+    y0, s0 = stack.layers[0](x)
+    y1, s1 = stack.layers[1](y0)
+    torch.testing.assert_close(out, y1)
+    assert len(state) == 2
+    st, outs = stack.initial_state(B, dtype=torch.float64), []
+    for x_t in x.unbind(1):
+        h, st = stack.step(x_t, st)
+        outs.append(h)
+    torch.testing.assert_close(torch.stack(outs, 1), out)
+
+
+def test_stacked_dropout_only_between_layers_and_bad_values_refused():
+    stack = cells.build("lstm", I, H, layers=3, dropout=0.5)
+    assert stack.hidden_size == H and stack.layers[1].input_size == H and stack.title == "3 × LSTM"
+    stack.eval()
+    x = torch.randn(B, T, I)
+    torch.testing.assert_close(stack(x)[0], stack(x)[0])
+    for bad in ({"layers": 0}, {"layers": 1.5}, {"dropout": 1.0}, {"dropout": -0.1}):
+        with pytest.raises(ValueError, match="invalid"):
+            cells.build("gru", I, H, **bad)

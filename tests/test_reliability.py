@@ -34,7 +34,7 @@ BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["results_dir=/etc/hostname/sub"], "cannot be created"),
     (["results_dir="], "results_dir='' is not a path"),
     (["foo=1"], "unknown config key 'foo'"),
-    (["cell=rnn", "+cell.forget_bias=1.0"], "cell 'rnn' has no option 'forget_bias'; its options: none"),
+    (["cell=rnn", "+cell.forget_bias=1.0"], "cell 'rnn' has no option 'forget_bias'; its options: layers, dropout"),
     (["+task.colour=red"], "task copy has no option colour; its options: val_size, test_size"),
     (["cell.hiden_size=64"], "unknown config key 'cell.hiden_size'"),
     (["logger=wandb", "wandb.mode=online"], "wandb.mode=online needs W&B credentials"),

@@ -36,9 +36,17 @@ PROGRESS_EVERY = 10  # progress=true: redraw the bar every 10 steps (a redraw co
 PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enable_progress_bar", "num_sanity_val_steps"}
 
 
+# Keys added after rows were stored, at a default that computes exactly what the code did before
+# the key existed: left out of the hash at that default, so earlier run ids stay valid.
+NEUTRAL_DEFAULTS = {("cell", "layers"): 1, ("cell", "dropout"): 0.0}
+
+
 def config_hash(config: dict[str, Any]) -> str:
     ident = {k: v for k, v in config.items() if k not in PRESENTATION_KEYS and k != "hydra"}
     ident["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in PRESENTATION_TRAINER_KEYS}
+    for (group, key), neutral in NEUTRAL_DEFAULTS.items():
+        if isinstance(ident.get(group), dict) and key in ident[group] and ident[group][key] == neutral:
+            ident[group] = {k: v for k, v in ident[group].items() if k != key}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -56,6 +56,10 @@ def check_config(cfg: DictConfig) -> None:
     _int("gap", cfg.gap, task_cls.min_gap, f" (task {task_cls.name}: gap = {task_cls.gap_meaning})")
     _int("seed", cfg.seed, 0)
     _int("cell.hidden_size", cfg.cell.hidden_size, 1)
+    _int("cell.layers", cfg.cell.get("layers", 1), 1)
+    dropout = cfg.cell.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"cell.dropout={dropout!r} is invalid; valid: a number in [0, 1) (dropout between stacked layers)")
     _int("task.batch_size", cfg.task.batch_size, 1)
     _int("trainer.max_steps", cfg.trainer.max_steps, 1)
     _int("checkpoint_every", cfg.checkpoint_every, 1)

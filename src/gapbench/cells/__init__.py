@@ -13,7 +13,9 @@ Every cell shares one interface:
 
 Every cell class has `title`, its human name for tables and plots (read with `title(name)`).
 
-Options: `forget_bias` (LSTM family, default 1.0: the forget gate's effective bias at
+Options every cell takes: `layers` (default 1) cells stacked, each reading the outputs of the one
+below, with `dropout` (default 0) between layers (`cells.stacked.Stacked`; state = one per layer).
+Cell-specific options: `forget_bias` (LSTM family, default 1.0: the forget gate's effective bias at
 initialisation); `impl` (hand-written cells gru_cho, lstm_peephole, lstm_cifg: "bptt", the default,
 a custom autograd.Function with hand-written backpropagation through time, or "autograd", the
 plain loop over `step`'s math). `cell.fused` is True where forward runs a fused PyTorch kernel.
@@ -56,19 +58,33 @@ def cell_class(name: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module), cls)
 
 
+# options every cell takes, handled by build() around the cell's class: layers stacked with dropout between
+STACK_OPTIONS = ("layers", "dropout")
+
+
 def options(cell_cfg) -> dict:
-    """A cell config group minus name and hidden_size: the keyword options of the cell's class."""
+    """A cell config group minus name and hidden_size: the keyword options of build()."""
     return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size")}
 
 
 def check_option_names(name: str, opts: dict) -> None:
     valid = list(inspect.signature(cell_class(name).__init__).parameters)[3:]  # after self, input_size, hidden_size
+    valid += STACK_OPTIONS
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise TypeError(f"cell '{name}' has no option {', '.join(map(repr, unknown))}; "
                         f"its options: {', '.join(valid) or 'none'}")
 
 
-def build(name: str, input_size: int, hidden_size: int, **opts) -> nn.Module:
+def build(name: str, input_size: int, hidden_size: int, layers: int = 1, dropout: float = 0.0, **opts) -> nn.Module:
+    """One cell, or `layers` of them stacked with `dropout` between layers (cells.stacked.Stacked)."""
     check_option_names(name, opts)
-    return cell_class(name)(input_size, hidden_size, **opts)
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers={layers!r} is invalid; valid: an integer >= 1")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout={dropout!r} is invalid; valid: a number in [0, 1)")
+    cls = cell_class(name)
+    if layers == 1:
+        return cls(input_size, hidden_size, **opts)
+    from gapbench.cells.stacked import Stacked
+    return Stacked([cls(input_size if i == 0 else hidden_size, hidden_size, **opts) for i in range(layers)], dropout)
