@@ -7,8 +7,7 @@ import json
 import logging
 import os
 import platform
-import secrets
-import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, results, tasks
+from gapbench import cells, jobstate, results, tasks
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
+from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
 from gapbench.tasks import Task, build_task
 from gapbench.validate import ConfigError, check_config
 
@@ -109,10 +110,7 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
     import wandb
 
     _wandb_env(results_dir)
-    id_file = job_dir / "wandb_id"  # a resumed job continues the same W&B run
-    wandb_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(wandb_id)
+    wandb_id = jobstate.wandb_run_id(job_dir)  # a resumed job continues the same W&B run
     return WandbLogger(
         project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
         name=f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}", id=wandb_id, resume="allow",
@@ -123,30 +121,75 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
     )
 
 
+def _finished(done: dict[str, Any] | None) -> bool:
+    return bool(done) and done.get("status") in ("finished", "diverged")
+
+
+def _log_skip(done: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+    log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again", done["run_id"], done["status"],
+             results.run_path(results_dir, done["run_id"]), done.get("score_name"), done.get("score"))
+    return done
+
+
 def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]:
-    """`callbacks`: extra Lightning callbacks (the overhead benchmark's clock)."""
+    """One job's lifecycle: skip it if done; else hold its lock, train (resuming from its last
+    checkpoint), and on SIGTERM/SIGINT stop at a step boundary with a checkpoint and exit 128+signal.
+    `callbacks`: extra Lightning callbacks (the overhead benchmark's clock)."""
+    refuse_if_stopping()
     check_config(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     results_dir = Path(to_absolute_path(cfg.results_dir)).expanduser()
     chash = config_hash(config)
     run_id = f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}-{chash[:8]}"
     done = results.read_run(results_dir, run_id)
-    if done and done.get("status") in ("finished", "diverged") and not cfg.rerun:
-        log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again",
-                 run_id, done["status"], results.run_path(results_dir, run_id), done.get("score_name"), done.get("score"))
-        return done
+    if _finished(done) and not cfg.rerun:
+        return _log_skip(done, results_dir)
 
+    job_dir = results_dir / "jobs" / run_id
+    lock = jobstate.JobLock(job_dir)
+    if not lock.acquire():
+        log.warning("%s is running elsewhere (%s); skipped here", run_id, lock.describe_holder())
+        return {"run_id": run_id, "status": "running elsewhere"}
+    stop, row = StopRequest(), None
+    try:
+        with stop:
+            done = results.read_run(results_dir, run_id)  # it may have finished while another process held it
+            if _finished(done) and not cfg.rerun:
+                row = _log_skip(done, results_dir)
+            else:
+                if _finished(done) and jobstate.start_rerun(job_dir, done):
+                    log.info("%s: resuming the interrupted rerun", run_id)
+                row = _train(cfg, callbacks, stop, config, results_dir, chash, run_id, job_dir)
+    except Stopped as e:
+        when = f"at step {e.step}" if e.saved or e.step == 0 else f"during the test after {e.step} steps"
+        log.warning("%s interrupted by %s %s; run the same command to resume",
+                    run_id, signal.Signals(e.signum).name, when)
+    finally:
+        lock.release()
+    if stop.signum is not None:
+        stop.leave()  # exits 128 + signal number (after the row, if the job got that far)
+    return row
+
+
+def _cluster_plugins() -> list:
+    """Under SLURM, submitit (hydra/launcher=slurm) checkpoints and requeues; Lightning's own
+    auto-requeue (SIGUSR1, `scontrol requeue`) would requeue the job a second time."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any], results_dir: Path, chash: str,
+           run_id: str, job_dir: Path) -> dict[str, Any]:
     task = make_task(cfg)
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
     sweep_id = _sweep_id(cfg)
-    job_dir = results_dir / "jobs" / run_id
-    if cfg.rerun and job_dir.exists():
-        shutil.rmtree(job_dir)
-    last_ckpt = job_dir / "last.ckpt"
-    resume_from = str(last_ckpt) if last_ckpt.exists() else None
+    last_ckpt = job_dir / jobstate.LAST
+    resume = jobstate.usable_checkpoint(job_dir)  # an unreadable one is moved aside with one line
+    resume_from = str(resume) if resume else None
     logger = _make_logger(cfg, config, run_id, sweep_id, results_dir, job_dir)
     trainer_kwargs = dict(config["trainer"])
     redraw_every = PROGRESS_EVERY if cfg.progress is True else int(cfg.progress or 0)
@@ -158,8 +201,10 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     trainer = L.Trainer(
         **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
+        plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
-                                   every_n_train_steps=cfg.checkpoint_every), probe,
+                                   every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
+                   probe, StopOnSignal(stop, last_ckpt),
                    *([TQDMProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
@@ -174,9 +219,8 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         except Diverged as e:
             status, diverged_at, error = "diverged", e.step, str(e)
             log.warning("%s diverged: %s", run_id, e)
-        if status == "finished" and trainer.interrupted:
-            log.warning("%s interrupted at step %d; run the same command again to resume", run_id, trainer.global_step)
-            return {"run_id": run_id, "status": "interrupted"}
+        except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
+            raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
         if status == "finished":
             trainer.test(module, datamodule=TaskData(task), verbose=False)
         wall_s = time.perf_counter() - t0
