@@ -224,3 +224,25 @@ def test_rerun_resumes_once_started(tmp_path, caplog):
     caplog.clear()
     again = run_job(make_cfg(tmp_path, "rerun=true"))  # a new rerun of the new row starts over
     assert "resuming" not in caplog.text and again["steps"] == 12
+
+
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_unreachable_online_wandb_falls_back_to_offline_and_the_row_is_written(tmp_path, monkeypatch, caplog, server):
+    import socket as sk
+
+    silent = sk.socket()  # "silent": accepts connections, never answers (a firewall that drops, a hung proxy)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1] if server == "silent" else 9  # nothing listens on port 9
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    t0 = time.perf_counter()
+    row = run_job(make_cfg(tmp_path, "logger=wandb", "wandb.mode=online"))
+    assert row["status"] == "finished" and len(load_runs(tmp_path)) == 1
+    lines = [r.getMessage() for r in caplog.records if "W&B unreachable" in r.getMessage()]
+    assert len(lines) == 1 and "wandb sync" in lines[0]
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    assert time.perf_counter() - t0 < 60
+    silent.close()

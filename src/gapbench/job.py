@@ -107,18 +107,59 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         from lightning.pytorch.loggers import CSVLogger
         return CSVLogger(save_dir=str(results_dir / "csv"), name=run_id, version=0)
     from lightning.pytorch.loggers import WandbLogger
-    import wandb
+    from lightning.pytorch.utilities import rank_zero_only
 
     _wandb_env(results_dir)
     wandb_id = jobstate.wandb_run_id(job_dir)  # a resumed job continues the same W&B run
-    return WandbLogger(
-        project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
+    if rank_zero_only.rank != 0:  # DDP: only rank 0 starts a W&B run; the others log nowhere
+        return WandbLogger(id=wandb_id, project=cfg.wandb.project, save_dir=str(results_dir))
+    run = _start_wandb(cfg.wandb.mode, results_dir, dict(
+        project=cfg.wandb.project, entity=cfg.wandb.entity,
         name=f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}", id=wandb_id, resume="allow",
-        group=sweep_id, job_type=cfg.task.name, save_dir=str(results_dir),
+        group=sweep_id, job_type=cfg.task.name, dir=str(results_dir),
         tags=[cfg.task.name, cfg.cell.name, f"gap{cfg.gap}"],
         config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
                 "run_id": run_id, "sweep_id": sweep_id, "config": config},
-    )
+    ))
+    return WandbLogger(experiment=run, save_dir=str(results_dir))
+
+
+WANDB_TIMEOUT_S = 15.0  # online W&B: how long to wait for the server before logging offline instead
+
+
+def _wandb_reachable(timeout: float) -> str | None:
+    """None if the W&B server answers HTTP at all, else why not."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:
+        return f"{url}: {getattr(e, 'reason', e)}"
+    return None
+
+
+def _start_wandb(mode: str, results_dir: Path, init: dict[str, Any]):
+    """The job's W&B run. Online, an unreachable server costs at most ~WANDB_TIMEOUT_S and one line:
+    the run is then logged offline (same id) for a later `wandb sync`, and the job goes on."""
+    import wandb
+
+    if mode != "online":
+        return wandb.init(mode=mode, **init)
+    timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_TIMEOUT_S))
+    why = _wandb_reachable(timeout)
+    if why is None:
+        try:
+            return wandb.init(mode="online", settings=wandb.Settings(init_timeout=timeout), **init)
+        except Exception as e:  # noqa: BLE001 - any failure to start online W&B: fall back, keep training
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            wandb.teardown()  # the failed online run still holds its id in W&B's service
+    log.warning("W&B unreachable (%s); logging this run offline in %s; upload it later with `wandb sync`",
+                why, results_dir / "wandb")
+    return wandb.init(mode="offline", **init)
 
 
 def _finished(done: dict[str, Any] | None) -> bool:

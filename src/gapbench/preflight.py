@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gapbench.tasks import TaskError
@@ -150,7 +150,8 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
         multirun = "-m" in argv or "--multirun" in argv
         first = [f"{o.get_key_element()}={_values(o)[0]}" for o in parsed]
         try:
-            hydra_cfg = compose(config_name="config", overrides=first, return_hydra_config=True).hydra
+            with_hydra = compose(config_name="config", overrides=first, return_hydra_config=True)
+            hydra_cfg = with_hydra.hydra
             _check_launcher(hydra_cfg)
         except ConfigError as e:
             return str(e)
@@ -168,7 +169,13 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
             return f"cannot expand the sweep: {str(e).splitlines()[0]}"
         for composed, variations in jobs:
             try:
-                base = compose(config_name="config", overrides=composed)
+                ours_first = [f for f, o in zip(first, parsed) if o.input_line in ours]
+                if composed == ours_first:  # the job composed above for the launcher: no second composition
+                    base = with_hydra.copy()
+                    with open_dict(base):
+                        del base["hydra"]
+                else:
+                    base = compose(config_name="config", overrides=composed)
                 raw = OmegaConf.to_container(base, resolve=False)
                 resolved = OmegaConf.to_container(base, resolve=True)
             except (HydraException, OmegaConfBaseException) as e:
