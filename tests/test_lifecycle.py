@@ -246,3 +246,23 @@ def test_unreachable_online_wandb_falls_back_to_offline_and_the_row_is_written(t
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
     assert time.perf_counter() - t0 < 60
     silent.close()
+
+
+def test_submitit_preemption_signal_is_saved_then_handed_to_submitit(tmp_path, monkeypatch):
+    """Under submitit (hydra/launcher=slurm) USR2 warns of the time limit; the job saves at the step
+    boundary, then submitit's own handler requeues it (here a stand-in that records the call)."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    handed = []
+
+    def submitit_requeue(signum, frame):
+        handed.append(signum)
+        raise SystemExit(-1)  # what submitit does after `scontrol requeue`
+
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_job(make_cfg(tmp_path, "checkpoint_every=1000"), callbacks=[SignalAt(signal.SIGUSR2, 3)])
+        assert handed == [signal.SIGUSR2] and stopped.value.code == -1
+        assert saved_step(job_dir(tmp_path) / "last.ckpt") == 4, "saved before submitit requeued"
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

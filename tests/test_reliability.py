@@ -192,3 +192,53 @@ def test_no_secret_in_anything_written(tmp_path):
     assert any(p.suffix == ".wandb" for p in files) and len(load_runs(tmp_path)) == 1
     for p in files:
         assert secret.encode() not in p.read_bytes(), f"secret written to {p}"
+
+
+SWEEP = ["-m", "cell=lstm,gru", "gap=4", "cell.hidden_size=8", "trainer.max_time=null", "probe.at=[]",
+         "task.val_size=32", "task.test_size=32", "task.eval_batch_size=32", "progress=false", "threads=1"]
+
+
+def _wandb_ids(results_dir: Path) -> list[str]:
+    return sorted({d.name.rsplit("-", 1)[1] for d in (results_dir / "wandb").glob("offline-run-*")})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_to_a_joblib_sweep_stops_its_workers_and_a_rerun_finishes_every_job(tmp_path, signum):
+    args = [sys.executable, str(ROOT / "run.py"), *SWEEP, "trainer.max_steps=400", "checkpoint_every=20",
+            "trainer.val_check_interval=200", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_WAIT_POLICY": "PASSIVE"}
+    sweep = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while len(list(tmp_path.glob("jobs/*/last.ckpt"))) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    sweep.send_signal(signum)
+    _, err = sweep.communicate(timeout=180)
+    assert sweep.returncode == 128 + signum, err[-2000:]
+    assert err.count("run the same command to resume") >= 3, err[-2000:]  # the sweep's line and each job's
+    assert "interrupted by" in err and "Traceback" not in err
+    time.sleep(0.5)
+    orphans = subprocess.run(["pgrep", "-f", f"results_dir={tmp_path}"], capture_output=True, text=True).stdout
+    assert not orphans.strip(), "no worker goes on after its sweep"
+    assert len(load_runs(tmp_path)) == 0
+
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    df = load_runs(tmp_path)
+    assert len(df) == 2 and (df.steps == 200).all() and (df.status == "finished").all()
+    assert len(_wandb_ids(tmp_path)) == 2, "one W&B run id per job, continued on resume"
+
+
+@pytest.mark.slow
+def test_two_simultaneous_starts_of_one_sweep_train_each_job_once(tmp_path):
+    args = [sys.executable, str(ROOT / "run.py"), *SWEEP, "seed=0,1", "trainer.max_steps=60", f"results_dir={tmp_path}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_WAIT_POLICY": "PASSIVE"}
+    first, second = (subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for _ in range(2))
+    errs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert first.returncode == second.returncode == 0, errs
+    df = load_runs(tmp_path)
+    assert len(df) == 4 and (df.steps == 60).all()
+    assert len(list((tmp_path / "runs" / "replaced").glob("*.json"))) == 0, "no job written twice"
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 4, "each job trained (and logged) once"
+    assert "".join(errs).count("running elsewhere") + "".join(errs).count("skip ") >= 1

@@ -202,7 +202,7 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
                     log.info("%s: resuming the interrupted rerun", run_id)
                 row = _train(cfg, callbacks, stop, config, results_dir, chash, run_id, job_dir)
     except Stopped as e:
-        when = f"at step {e.step}" if e.saved or e.step == 0 else f"during the test after {e.step} steps"
+        when = f"during the test after {e.step} steps" if e.in_test else f"at step {e.step}"
         log.warning("%s interrupted by %s %s; run the same command to resume",
                     run_id, signal.Signals(e.signum).name, when)
     finally:

@@ -34,9 +34,9 @@ WORKER_GRACE_S = 120.0  # the launcher waits this long for its workers to save, 
 class Stopped(Exception):
     """Raised from inside Lightning's loop after the checkpoint is saved."""
 
-    def __init__(self, signum: int, step: int, saved: bool):
+    def __init__(self, signum: int, step: int, saved: bool, in_test: bool = False):
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
-        self.signum, self.step, self.saved = signum, step, saved
+        self.signum, self.step, self.saved, self.in_test = signum, step, saved, in_test
 
 
 class JobInterrupted(SystemExit):
@@ -138,7 +138,7 @@ class StopOnSignal(L.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._requested(trainer):
-            raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, saved=False)
+            raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, saved=False, in_test=True)
 
 
 # -- the launching process of a sweep ---------------------------------------------------------------
