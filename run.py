@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from gapbench.job import run_job
 from gapbench.preflight import preflight
+from gapbench.signals import forward_to_workers
 from gapbench.tasks import TaskError
 from gapbench.validate import ConfigError
 
@@ -25,4 +26,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     preflight(sys.argv[1:], CONF)
+    forward_to_workers()  # SIGTERM/SIGINT stop a sweep's worker processes with it
     main()

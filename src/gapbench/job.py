@@ -7,8 +7,7 @@ import json
 import logging
 import os
 import platform
-import secrets
-import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, results, tasks
+from gapbench import cells, jobstate, results, tasks
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
+from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
 from gapbench.tasks import Task, build_task
 from gapbench.validate import ConfigError, check_config
 
@@ -114,47 +115,130 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         from lightning.pytorch.loggers import CSVLogger
         return CSVLogger(save_dir=str(results_dir / "csv"), name=run_id, version=0)
     from lightning.pytorch.loggers import WandbLogger
-    import wandb
+    from lightning.pytorch.utilities import rank_zero_only
 
     _wandb_env(results_dir)
-    id_file = job_dir / "wandb_id"  # a resumed job continues the same W&B run
-    wandb_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(wandb_id)
-    return WandbLogger(
-        project=cfg.wandb.project, entity=cfg.wandb.entity, mode=cfg.wandb.mode,
+    wandb_id = jobstate.wandb_run_id(job_dir)  # a resumed job continues the same W&B run
+    if rank_zero_only.rank != 0:  # DDP: only rank 0 starts a W&B run; the others log nowhere
+        return WandbLogger(id=wandb_id, project=cfg.wandb.project, save_dir=str(results_dir))
+    run = _start_wandb(cfg.wandb.mode, results_dir, dict(
+        project=cfg.wandb.project, entity=cfg.wandb.entity,
         name=f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}", id=wandb_id, resume="allow",
-        group=sweep_id, job_type=cfg.task.name, save_dir=str(results_dir),
+        group=sweep_id, job_type=cfg.task.name, dir=str(results_dir),
         tags=[cfg.task.name, cfg.cell.name, f"gap{cfg.gap}"],
         config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
                 "run_id": run_id, "sweep_id": sweep_id, "config": config},
-    )
+    ))
+    return WandbLogger(experiment=run, save_dir=str(results_dir))
+
+
+WANDB_TIMEOUT_S = 15.0  # online W&B: how long to wait for the server before logging offline instead
+
+
+def _wandb_reachable(timeout: float) -> str | None:
+    """None if the W&B server answers HTTP at all, else why not."""
+    import urllib.error
+    import urllib.request
+
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:
+        return f"{url}: {getattr(e, 'reason', e)}"
+    return None
+
+
+def _start_wandb(mode: str, results_dir: Path, init: dict[str, Any]):
+    """The job's W&B run. Online, an unreachable server costs at most ~WANDB_TIMEOUT_S and one line:
+    the run is then logged offline (same id) for a later `wandb sync`, and the job goes on."""
+    import wandb
+
+    if mode != "online":
+        return wandb.init(mode=mode, **init)
+    timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_TIMEOUT_S))
+    why = _wandb_reachable(timeout)
+    if why is None:
+        try:
+            return wandb.init(mode="online", settings=wandb.Settings(init_timeout=timeout), **init)
+        except Exception as e:  # noqa: BLE001 - any failure to start online W&B: fall back, keep training
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            wandb.teardown()  # the failed online run still holds its id in W&B's service
+    log.warning("W&B unreachable (%s); logging this run offline in %s; upload it later with `wandb sync`",
+                why, results_dir / "wandb")
+    return wandb.init(mode="offline", **init)
+
+
+def _finished(done: dict[str, Any] | None) -> bool:
+    return bool(done) and done.get("status") in ("finished", "diverged")
+
+
+def _log_skip(done: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+    log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again", done["run_id"], done["status"],
+             results.run_path(results_dir, done["run_id"]), done.get("score_name"), done.get("score"))
+    return done
 
 
 def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]:
-    """`callbacks`: extra Lightning callbacks (the overhead benchmark's clock)."""
+    """One job's lifecycle: skip it if done; else hold its lock, train (resuming from its last
+    checkpoint), and on SIGTERM/SIGINT stop at a step boundary with a checkpoint and exit 128+signal.
+    `callbacks`: extra Lightning callbacks (the overhead benchmark's clock)."""
+    refuse_if_stopping()
     check_config(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     results_dir = Path(to_absolute_path(cfg.results_dir)).expanduser()
     chash = config_hash(config)
     run_id = f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}-{chash[:8]}"
     done = results.read_run(results_dir, run_id)
-    if done and done.get("status") in ("finished", "diverged") and not cfg.rerun:
-        log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again",
-                 run_id, done["status"], results.run_path(results_dir, run_id), done.get("score_name"), done.get("score"))
-        return done
+    if _finished(done) and not cfg.rerun:
+        return _log_skip(done, results_dir)
 
+    job_dir = results_dir / "jobs" / run_id
+    lock = jobstate.JobLock(job_dir)
+    if not lock.acquire():
+        log.warning("%s is running elsewhere (%s); skipped here", run_id, lock.describe_holder())
+        return {"run_id": run_id, "status": "running elsewhere"}
+    stop, row = StopRequest(), None
+    try:
+        with stop:
+            done = results.read_run(results_dir, run_id)  # it may have finished while another process held it
+            if _finished(done) and not cfg.rerun:
+                row = _log_skip(done, results_dir)
+            else:
+                if _finished(done) and jobstate.start_rerun(job_dir, done):
+                    log.info("%s: resuming the interrupted rerun", run_id)
+                row = _train(cfg, callbacks, stop, config, results_dir, chash, run_id, job_dir)
+    except Stopped as e:
+        when = f"during the test after {e.step} steps" if e.in_test else f"at step {e.step}"
+        log.warning("%s interrupted by %s %s; run the same command to resume",
+                    run_id, signal.Signals(e.signum).name, when)
+    finally:
+        lock.release()
+    if stop.signum is not None:
+        stop.leave()  # exits 128 + signal number (after the row, if the job got that far)
+    return row
+
+
+def _cluster_plugins() -> list:
+    """Under SLURM, submitit (hydra/launcher=slurm) checkpoints and requeues; Lightning's own
+    auto-requeue (SIGUSR1, `scontrol requeue`) would requeue the job a second time."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any], results_dir: Path, chash: str,
+           run_id: str, job_dir: Path) -> dict[str, Any]:
     task = make_task(cfg)
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
     sweep_id = _sweep_id(cfg)
-    job_dir = results_dir / "jobs" / run_id
-    if cfg.rerun and job_dir.exists():
-        shutil.rmtree(job_dir)
-    last_ckpt = job_dir / "last.ckpt"
-    resume_from = str(last_ckpt) if last_ckpt.exists() else None
+    last_ckpt = job_dir / jobstate.LAST
+    resume = jobstate.usable_checkpoint(job_dir)  # an unreadable one is moved aside with one line
+    resume_from = str(resume) if resume else None
     logger = _make_logger(cfg, config, run_id, sweep_id, results_dir, job_dir)
     trainer_kwargs = dict(config["trainer"])
     redraw_every = PROGRESS_EVERY if cfg.progress is True else int(cfg.progress or 0)
@@ -166,8 +250,10 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     trainer = L.Trainer(
         **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
+        plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
-                                   every_n_train_steps=cfg.checkpoint_every), probe,
+                                   every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
+                   probe, StopOnSignal(stop, last_ckpt),
                    *([TQDMProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
@@ -182,9 +268,8 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         except Diverged as e:
             status, diverged_at, error = "diverged", e.step, str(e)
             log.warning("%s diverged: %s", run_id, e)
-        if status == "finished" and trainer.interrupted:
-            log.warning("%s interrupted at step %d; run the same command again to resume", run_id, trainer.global_step)
-            return {"run_id": run_id, "status": "interrupted"}
+        except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
+            raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
         if status == "finished":
             trainer.test(module, datamodule=TaskData(task), verbose=False)
         wall_s = time.perf_counter() - t0

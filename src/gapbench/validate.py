@@ -1,11 +1,18 @@
 """Config checks that run before anything is allocated or written. Each failure is one line."""
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import logging
+import math
 import os
+import re
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gapbench import cells
 from gapbench import tasks
@@ -18,12 +25,31 @@ class ConfigError(ValueError):
     """Bad user input; the message is printed as one line, the job exits 2 and writes nothing."""
 
 
-def _int(name: str, value: Any, minimum: int, hint: str = "") -> int:
+def _int(name: str, value: Any, minimum: int, hint: str = "", maximum: int | None = None) -> int:
+    valid = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={value!r} is not an integer; {name} must be an integer >= {minimum}{hint}")
-    if value < minimum:
-        raise ConfigError(f"{name}={value} is out of range; {name} must be an integer >= {minimum}{hint}")
+        raise ConfigError(f"{name}={value!r} is not an integer; {name} must be {valid}{hint}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}={value} is out of range; {name} must be {valid}{hint}")
     return value
+
+
+def _number(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False,
+            high_open: bool = False) -> float:
+    """A finite real number in a range, e.g. optim.lr in (0, inf)."""
+    valid = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}={value!r} is not a number; {name} must be a finite number in {valid}")
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and \
+        (value < high if high_open else value <= high)
+    if not ok:
+        raise ConfigError(f"{name}={value} is out of range; {name} must be a finite number in {valid}")
+    return float(value)
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a boolean; {name} must be true or false")
 
 
 def _choice(name: str, value: Any, valid) -> None:
@@ -46,15 +72,36 @@ def _writable_dir(results_dir: Any) -> None:
         raise ConfigError(f"results_dir={results_dir} cannot be created ({parent} is not writable); give a writable directory")
 
 
-def check_config(cfg: DictConfig) -> None:
+class _Attrs(dict):
+    """A resolved config as plain dicts with attribute access: ~100x faster to read than a DictConfig."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def plain(cfg) -> _Attrs:
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        return _Attrs({k: plain(v) for k, v in cfg.items()})
+    if isinstance(cfg, list):
+        return [plain(v) for v in cfg]
+    return cfg
+
+
+def check_config(cfg: DictConfig | dict) -> None:
     """Static checks: names, types, ranges, paths. Cheap; runs for every job of a sweep before the first starts."""
+    cfg = plain(cfg)
     _choice("cell", cfg.cell.name, cells.names())
     _choice("task", cfg.task.name, tasks.names())
     _choice("logger", cfg.logger.name, LOGGERS)
     _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
     task_cls = tasks.task_class(cfg.task.name)
     _int("gap", cfg.gap, task_cls.min_gap, f" (task {task_cls.name}: gap = {task_cls.gap_meaning})")
-    _int("seed", cfg.seed, 0)
+    _int("seed", cfg.seed, 0, maximum=MAX_SEED)
     _int("cell.hidden_size", cfg.cell.hidden_size, 1)
     _int("cell.layers", cfg.cell.get("layers", 1), 1)
     dropout = cfg.cell.get("dropout", 0.0)
@@ -70,16 +117,23 @@ def check_config(cfg: DictConfig) -> None:
         _int("threads", cfg.threads, 1)
     if cfg.progress is not True and cfg.progress is not False:
         _int("progress", cfg.progress, 1, " (steps between progress-bar redraws), or false for no bar")
+    _bool("rerun", cfg.rerun)
+    check_optim(cfg.optim)
+    check_wandb(cfg.wandb)
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
+    check_task_option_values(task_cls, task_opts)
     try:
         cells.check_option_names(cfg.cell.name, cells.options(cfg.cell))
     except TypeError as e:
         raise ConfigError(str(e)) from None
+    check_trainer(dict(cfg.trainer))
     task_cls.check_options(cfg.gap, **task_opts)
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
+    params = parameter_count(cfg.task.name, cfg.gap, cfg.task.batch_size, task_opts, cfg.cell.name,
+                             cfg.cell.hidden_size, cells.options(cfg.cell))
     check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,
-                 "gpu" if on_gpu else "cpu")
+                 "gpu" if on_gpu else "cpu", params=params or 0)
     _writable_dir(cfg.results_dir)
     if cfg.logger.name == "wandb" and cfg.wandb.mode == "online" and not _wandb_credentials():
         raise ConfigError("wandb.mode=online needs W&B credentials (run `wandb login` or set WANDB_API_KEY); "
@@ -118,11 +172,185 @@ def estimate_activation_bytes(batch: int, seq_len: int, hidden: int, bytes_per_v
     return 12 * batch * seq_len * hidden * bytes_per_value
 
 
-def check_memory(batch: int, seq_len: int, hidden: int, device: str) -> None:
+BYTES_PER_PARAMETER = 16  # float32 weight, its gradient and Adam's two moments
+
+
+def check_memory(batch: int, seq_len: int, hidden: int, device: str, params: int = 0) -> None:
     if device != "cpu":
         return  # the GPU's own OOM error is already precise; the estimate is for host RAM
-    need, have = estimate_activation_bytes(batch, seq_len, hidden), available_memory_bytes()
-    if need > 0.8 * have:
+    activations, have = estimate_activation_bytes(batch, seq_len, hidden), available_memory_bytes()
+    weights = BYTES_PER_PARAMETER * params
+    if activations + weights > 0.8 * have:
         raise ConfigError(
-            f"batch {batch} x {seq_len} steps x hidden {hidden} needs ~{need / 2**30:.1f} GiB for "
-            f"backpropagation through time but {have / 2**30:.1f} GiB is available; lower task.batch_size or gap")
+            f"batch {batch} x {seq_len} steps x hidden {hidden} needs ~{(activations + weights) / 2**30:.1f} GiB "
+            f"({activations / 2**30:.1f} GiB for backpropagation through time, {weights / 2**30:.1f} GiB for "
+            f"{params:,} parameters with gradients and Adam state) but {have / 2**30:.1f} GiB is available; "
+            "lower cell.hidden_size, task.batch_size or gap")
+
+
+@functools.lru_cache(maxsize=512)
+def _parameter_count(key: str) -> int | None:
+    import torch
+
+    spec = json.loads(key)
+    task = tasks.build_task(spec["task"], spec["gap"], 0, spec["batch"], **spec["task_opts"])
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no time
+            model = task.build_model(lambda n_in: cells.build(spec["cell"], n_in, spec["hidden"], **spec["cell_opts"]),
+                                     spec["hidden"])
+    except Exception:  # noqa: BLE001 - a model that cannot be built on "meta" is not estimated here
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(task: str, gap: int, batch: int, task_opts: dict, cell: str, hidden: int,
+                    cell_opts: dict) -> int | None:
+    """Parameters of the job's model, from building it on PyTorch's meta device (cached)."""
+    return _parameter_count(json.dumps({"task": task, "gap": gap, "batch": batch, "task_opts": dict(task_opts),
+                                        "cell": cell, "hidden": hidden, "cell_opts": dict(cell_opts)},
+                                       sort_keys=True, default=str))
+
+
+# -- value checks, one per key: a new key adds one entry ---------------------------------------
+
+MAX_SEED = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) largest seed
+
+OPTIM_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "lr": lambda name, v: _number(name, v, 0, low_open=True),
+    "weight_decay": lambda name, v: _number(name, v, 0),
+}
+
+
+def check_optim(optim) -> None:
+    for key, value in optim.items():
+        if key in OPTIM_CHECKS:
+            OPTIM_CHECKS[key](f"optim.{key}", value)
+
+
+WANDB_PROJECT_RE = re.compile(r"[^/\\#?%:]{1,128}")
+
+
+def check_wandb(wandb) -> None:
+    if not isinstance(wandb.project, str) or not WANDB_PROJECT_RE.fullmatch(wandb.project):
+        raise ConfigError(f"wandb.project={wandb.project!r} is not a W&B project name; use 1-128 characters "
+                          "without / \\ # ? % :")
+    if wandb.entity is not None and not isinstance(wandb.entity, str):
+        raise ConfigError(f"wandb.entity={wandb.entity!r} is not a W&B entity; give a user or team name, or null")
+
+
+def check_task_option_values(task_cls, opts: dict) -> None:
+    """Types and ranges of a task's options, read from its constructor's defaults: an integer option
+    is an integer >= 1 (>= 0 for a seed), a fraction or dropout is in [0, 1), a size is >= 1."""
+    defaults = {p.name: p.default for p in inspect.signature(task_cls.__init__).parameters.values()}
+    for key, value in opts.items():
+        default, name = defaults.get(key), f"task.{key}"
+        if isinstance(default, bool):
+            _bool(name, value)
+        elif isinstance(default, int):
+            _int(name, value, 0 if "seed" in key else 1)
+        elif isinstance(default, float):
+            if key == "dropout" or key.endswith("_frac"):
+                _number(name, value, 0, 1, high_open=True)
+            else:
+                _number(name, value, 0, low_open=True)
+        elif default is None and key.endswith("_size") and value is not None:
+            _int(name, value, 1)
+
+
+# -- trainer: names from Lightning's own signature, values from a few rules and Lightning itself --
+
+GAPBENCH_TRAINER_ARGS = {  # Trainer arguments gapbench sets itself, and what to use instead
+    "logger": "logger=wandb|csv|none", "callbacks": "the job's own callbacks",
+    "default_root_dir": "results_dir", "plugins": "gapbench's checkpoint plugin",
+    "enable_checkpointing": "checkpoint_every (steps between checkpoints)",
+}
+
+
+@functools.cache
+def trainer_arguments() -> tuple[str, ...]:
+    import lightning.pytorch as L
+
+    return tuple(p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self")
+
+
+def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, v: None if v is None else check(name, v)
+
+
+def _val_check_interval(name: str, v: Any) -> None:
+    if isinstance(v, float) and not isinstance(v, bool):
+        _number(name, v, 0, 1, low_open=True)
+    else:
+        _int(name, v, 1, " (training steps), or a fraction of an epoch in (0, 1]")
+
+
+def _max_time(name: str, v: Any) -> None:
+    if not (isinstance(v, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", v)) and not isinstance(v, dict):
+        raise ConfigError(f"{name}={v!r} is not a duration; use DD:HH:MM:SS, e.g. 00:01:30:00, or null for no limit")
+
+
+def _accelerator(name: str, v: Any) -> None:
+    if v in ("gpu", "cuda") and not _cuda():
+        raise ConfigError(f"{name}={v} but no CUDA GPU is visible on this machine; use {name}=cpu or auto")
+
+
+TRAINER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "max_time": _optional(_max_time),
+    "accelerator": _accelerator,
+    "val_check_interval": _optional(_val_check_interval),
+    "check_val_every_n_epoch": _optional(lambda n, v: _int(n, v, 1)),
+    "log_every_n_steps": lambda n, v: _int(n, v, 1),
+    "gradient_clip_val": _optional(lambda n, v: _number(n, v, 0)),
+    "accumulate_grad_batches": lambda n, v: _int(n, v, 1),
+    "num_sanity_val_steps": lambda n, v: _int(n, v, -1, " (-1: the whole validation set)"),
+    "deterministic": lambda n, v: None if v in (True, False, "warn") else _choice(n, v, ("true", "false", "warn")),
+}
+
+
+def check_trainer(trainer_cfg: dict) -> None:
+    valid = trainer_arguments()
+    for key in trainer_cfg:
+        if key in GAPBENCH_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key} is set by gapbench; use {GAPBENCH_TRAINER_ARGS[key]} instead")
+        if key not in valid:
+            import difflib
+
+            near = difflib.get_close_matches(key, valid, n=3)
+            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer"
+                              f"{'; did you mean ' + ', '.join(near) if near else ''} (see lightning.pytorch.Trainer)")
+    for key, check in TRAINER_CHECKS.items():
+        if key in trainer_cfg:
+            check(f"trainer.{key}", trainer_cfg[key])
+    _build_trainer(json.dumps(trainer_cfg, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=256)
+def _build_trainer(key: str) -> None:
+    """Everything else Lightning checks when a Trainer is made (strategy, precision, devices
+    present...): make one, writing nothing; name the key Lightning objects to."""
+    kwargs = json.loads(key)
+    problem = _trainer_problem(kwargs)
+    if problem is None:
+        return
+    for name, value in kwargs.items():  # find the culprit: the first key that fails on its own
+        if _trainer_problem({name: value}) is not None:
+            raise ConfigError(f"trainer.{name}={value!r} is invalid: {problem}")
+    raise ConfigError(f"this trainer configuration is invalid: {problem}")
+
+
+def _trainer_problem(kwargs: dict) -> str | None:
+    import lightning.pytorch as L
+
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(**{"enable_progress_bar": False, "enable_model_summary": False, **kwargs},
+                      logger=False, enable_checkpointing=False, callbacks=[])
+    except Exception as e:  # noqa: BLE001 - Lightning raises several types; its message is the answer
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    finally:
+        quiet.setLevel(level)
+    return None
