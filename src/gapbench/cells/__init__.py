@@ -36,6 +36,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "lstm": ("gapbench.cells.lstm", "LSTM"),
     "lstm_peephole": ("gapbench.cells.lstm_peephole", "PeepholeLSTM"),
     "lstm_cifg": ("gapbench.cells.lstm_cifg", "CIFGLSTM"),
+    "tcn": ("gapbench.cells.tcn", "TCN"),
 }
 
 # what each capability a task may require means, for error messages
