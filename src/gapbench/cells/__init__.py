@@ -36,6 +36,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "lstm": ("gapbench.cells.lstm", "LSTM"),
     "lstm_peephole": ("gapbench.cells.lstm_peephole", "PeepholeLSTM"),
     "lstm_cifg": ("gapbench.cells.lstm_cifg", "CIFGLSTM"),
+    "mingru": ("gapbench.cells.mingru", "MinGRU"),
     "tcn": ("gapbench.cells.tcn", "TCN"),
     "transformer": ("gapbench.cells.transformer", "Transformer"),
 }
