@@ -37,6 +37,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "lstm_peephole": ("gapbench.cells.lstm_peephole", "PeepholeLSTM"),
     "lstm_cifg": ("gapbench.cells.lstm_cifg", "CIFGLSTM"),
     "mingru": ("gapbench.cells.mingru", "MinGRU"),
+    "minlstm": ("gapbench.cells.minlstm", "MinLSTM"),
     "tcn": ("gapbench.cells.tcn", "TCN"),
     "transformer": ("gapbench.cells.transformer", "Transformer"),
 }
