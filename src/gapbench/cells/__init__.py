@@ -38,6 +38,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "lstm_cifg": ("gapbench.cells.lstm_cifg", "CIFGLSTM"),
     "mingru": ("gapbench.cells.mingru", "MinGRU"),
     "minlstm": ("gapbench.cells.minlstm", "MinLSTM"),
+    "indrnn": ("gapbench.cells.indrnn", "IndRNN"),
     "tcn": ("gapbench.cells.tcn", "TCN"),
     "transformer": ("gapbench.cells.transformer", "Transformer"),
 }
