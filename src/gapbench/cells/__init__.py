@@ -39,6 +39,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "mingru": ("gapbench.cells.mingru", "MinGRU"),
     "minlstm": ("gapbench.cells.minlstm", "MinLSTM"),
     "indrnn": ("gapbench.cells.indrnn", "IndRNN"),
+    "exprnn": ("gapbench.cells.exprnn", "ExpRNN"),
     "tcn": ("gapbench.cells.tcn", "TCN"),
     "transformer": ("gapbench.cells.transformer", "Transformer"),
 }
