@@ -142,7 +142,10 @@ def make(name, seed=0, **opts):
 def test_registry_covers_every_cell():
     """Each registered model has its reference test: here, or in its own tests/test_model_<name>.py."""
     own = {p.stem.removeprefix("test_model_") for p in Path(__file__).parent.glob("test_model_*.py")}
-    assert set(cells.names()) == set(REFERENCES) | own
+    # a family registered under several names (lstm_greff_v, lstm_greff_nig, ...) shares one file
+    untested = [n for n in cells.names() if n not in REFERENCES and not any(n == o or n.startswith(o + "_") for o in own)]
+    assert not untested, f"no reference test for {untested}"
+    assert set(REFERENCES) <= set(cells.names())
     with pytest.raises(ValueError, match="unknown cell 'foo'; valid cells: rnn, gru, gru_cho, lstm"):
         cells.build("foo", I, H)
 
