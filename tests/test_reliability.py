@@ -46,6 +46,8 @@ BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["probe.at=[2.0]"], "probe.at=[2.0] is invalid"),
     (["progress=0"], "progress=0 is out of range; progress must be an integer >= 1 (steps between progress-bar redraws), or false"),
     (["-m", "cell=lstm,gru", "gap=10,0"], "gap=0 is out of range"),
+    (["-m", "cell=glob(lstm*)", "gap=0"], "gap=0 is out of range"),  # a glob() sweep expands, no traceback
+    (["-m", "cell=tcn,lstm", "task=translation", "gap=10"], "cell tcn cannot run task translation: the task needs"),
     (["-m", "seed=0,1", "trainer.strategy=ddp", "trainer.devices=2"], "trainer.strategy=ddp inside a local multirun"),
     (["-m", "experiment=cpu_copy", "cell.hidden_size=-3"], "cell.hidden_size=-3 is out of range"),
 ]

@@ -34,6 +34,7 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
+            o.config_loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options
             per_key.append([f"{key}={v}" for v in o.sweep_string_iterator()])
         else:
             per_key.append([o.input_line])
@@ -53,6 +54,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
             group = o.get_key_element().lstrip("+~")
             if group in GROUPS and not o.is_delete():
                 valid = _choices(group)
+                o.config_loader = GlobalHydra.instance().config_loader()
                 values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
                 for v in values:
                     if v not in valid and v != "null":
