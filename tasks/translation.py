@@ -268,6 +268,7 @@ class Translation(Task):
     gap_meaning = ("source-sentence length in tokens: a job trains and tests on the length bucket that ends "
                    "at gap (one of task.buckets)")
     title = "Translation"
+    requires = ("recurrent", "has_step")  # the decoder starts from the encoder's state and steps
     score_title = "BLEU"
 
     def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=True,

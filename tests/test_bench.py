@@ -15,17 +15,19 @@ def test_quick_run_on_tiny_sizes_writes_every_cell(tmp_path, capsys):
                         "--device", "cpu", "--threads", "1", "--json", str(path)])
     assert json.loads(path.read_text()) == json.loads(json.dumps(result))
     rows = result["rows"]
-    assert [r["cell"] for r in rows] == cells.names()
+    expected = [bench.label(n, o) for n, o in bench.runs_for(cells.names(), "bptt")]
+    assert [r["label"] for r in rows] == expected  # every registered model, each with its own bench_runs
+    assert [r["cell"] for r in rows] == [n for n in cells.names() for _ in cells.cell_class(n).bench_runs()]
     for r in rows:
         assert r["batch"] == 3 and r["hidden"] == 8 and r["time"] == 4
         assert r["seconds"] > 0 and len(r["seconds_all"]) == 2
         assert r["tokens_per_s"] == pytest.approx(3 * 4 / r["seconds"])
         assert r["gflops"] > 0 and r["frac_of_dense"] > 0
-        assert r["fused"] == (r["cell"] in ("rnn", "gru", "lstm"))
+        assert r["fused"] == cells.cell_class(r["cell"]).fused
     assert next(r for r in rows if r["cell"] == "lstm")["ratio_to_lstm"] == 1.0
     assert result["meta"]["device"] == "cpu" and result["configs"][0]["dense_gflops"]
     out = capsys.readouterr().out
-    assert "x lstm" in out and "lstm_peephole" in out
+    assert "x lstm" in out and all(r["label"] in out for r in rows)
 
 
 def test_options_reach_the_cells_and_are_undone():

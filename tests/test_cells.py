@@ -6,6 +6,7 @@ In float64 the bptt path uses torch.mm; in float32 on CPU it uses oneDNN matmuls
 tests check against the float64 reference.
 """
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,7 +140,12 @@ def make(name, seed=0, **opts):
 
 
 def test_registry_covers_every_cell():
-    assert set(cells.names()) == set(REFERENCES)
+    """Each registered model has its reference test: here, or in its own tests/test_model_<name>.py."""
+    own = {p.stem.removeprefix("test_model_") for p in Path(__file__).parent.glob("test_model_*.py")}
+    # a family registered under several names (lstm_greff_v, lstm_greff_nig, ...) shares one file
+    untested = [n for n in cells.names() if n not in REFERENCES and not any(n == o or n.startswith(o + "_") for o in own)]
+    assert not untested, f"no reference test for {untested}"
+    assert set(REFERENCES) <= set(cells.names())
     with pytest.raises(ValueError, match="unknown cell 'foo'; valid cells: rnn, gru, gru_cho, lstm"):
         cells.build("foo", I, H)
 
@@ -321,7 +327,9 @@ def test_forget_bias_sits_in_one_bias_vector():
     ("rnn", {"forget_bias": 1.0}, TypeError, "cell 'rnn' has no option 'forget_bias'; its options: layers, dropout"),
     ("gru_cho", {"forget_bias": 1.0}, TypeError, "its options: impl"),
     ("lstm", {"bogus": 1}, TypeError, "its options: forget_bias"),
-    ("lstm_cifg", {"impl": "fast"}, ValueError, "unknown impl 'fast'; valid: bptt, autograd"),
+    ("lstm_cifg", {"impl": "fast"}, ValueError, "cell.impl='fast' is invalid for cell 'lstm_cifg'; valid: one of bptt, autograd"),
+    ("lstm", {"forget_bias": "abc"}, ValueError, "cell.forget_bias='abc' is invalid for cell 'lstm'; valid: a number"),
+    ("lstm", {"forget_bias": True}, ValueError, "valid: a number"),
 ])
 def test_unknown_option_is_refused(name, opts, exc, msg):
     with pytest.raises(exc, match=msg):
@@ -339,11 +347,11 @@ def test_every_cell_has_a_title():
     assert cells.title("no_such_cell") == "no_such_cell"
 
 
-@pytest.mark.parametrize("name", cells.names())
+@pytest.mark.parametrize("name", [n for n in cells.names() if cells.cell_class(n).recurrent])
 def test_stacked_layers_match_their_cells_run_in_turn(name):
     """layers=2: the second cell reads the first one's outputs; forward, step and state agree."""
     torch.manual_seed(0)
-    stack = cells.build(name, I, H, layers=2, dropout=0.0).double()
+    stack = cells.build(name, I, H, layers=2, dropout=0.0, max_len=T).double()
     x = torch.randn(B, T, I, dtype=torch.float64)
     out, state = stack(x)
     y0, s0 = stack.layers[0](x)

@@ -16,7 +16,7 @@ from conftest import ROOT
 CONF = ROOT / "conf"
 
 BAD_INPUT = [  # (command-line arguments, what the one line must say)
-    (["cell=foo"], "unknown cell 'foo'; valid: gru, gru_cho, lstm, lstm_cifg, lstm_peephole, rnn"),
+    (["cell=foo"], "unknown cell 'foo'; valid: " + ", ".join(sorted(p.stem for p in (CONF / "cell").glob("*.yaml")))),
     (["task=bar"], "unknown task 'bar'; valid: adding, copy"),
     (["logger=tensorboard"], "unknown logger 'tensorboard'; valid: csv, none, wandb"),
     (["hydra/launcher=ray"], "unknown launcher 'ray'; valid: basic, joblib"),
@@ -35,6 +35,10 @@ BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["results_dir="], "results_dir='' is not a path"),
     (["foo=1"], "unknown config key 'foo'"),
     (["cell=rnn", "+cell.forget_bias=1.0"], "cell 'rnn' has no option 'forget_bias'; its options: layers, dropout"),
+    (["cell=gru_cho", "cell.impl=foo"], "cell.impl='foo' is invalid for cell 'gru_cho'; valid: one of bptt, autograd"),
+    (["cell.forget_bias=abc"], "cell.forget_bias='abc' is invalid for cell 'lstm'; valid: a number"),
+    (["cell.layers=0"], "cell.layers=0 is invalid; valid: an integer >= 1"),
+    (["cell.dropout=1.5"], "cell.dropout=1.5 is invalid; valid: a number >= 0 and < 1"),
     (["+task.colour=red"], "task copy has no option colour; its options: val_size, test_size"),
     (["cell.hiden_size=64"], "unknown config key 'cell.hiden_size'"),
     (["logger=wandb", "wandb.mode=online"], "wandb.mode=online needs W&B credentials"),
@@ -42,6 +46,8 @@ BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["probe.at=[2.0]"], "probe.at=[2.0] is invalid"),
     (["progress=0"], "progress=0 is out of range; progress must be an integer >= 1 (steps between progress-bar redraws), or false"),
     (["-m", "cell=lstm,gru", "gap=10,0"], "gap=0 is out of range"),
+    (["-m", "cell=glob(lstm*)", "gap=0"], "gap=0 is out of range"),  # a glob() sweep expands, no traceback
+    (["-m", "cell=tcn,lstm", "task=translation", "gap=10"], "cell tcn cannot run task translation: the task needs"),
     (["-m", "seed=0,1", "trainer.strategy=ddp", "trainer.devices=2"], "trainer.strategy=ddp inside a local multirun"),
     (["-m", "experiment=cpu_copy", "cell.hidden_size=-3"], "cell.hidden_size=-3 is out of range"),
     # optimiser

@@ -1,11 +1,14 @@
 """Speed of every cell: forward+backward time per batch, against nn.LSTM measured in the same run.
 
-    python -m gapbench.bench                    # B=128, H=128,256, T=100,1000, all six cells
+    python -m gapbench.bench                    # B=128, H=128,256, T=100,1000, every registered model
     python -m gapbench.bench --quick            # < 1 min on 2 CPU cores
     python -m gapbench.bench --quick --overhead # and run.py's per-step overhead against a bare loop
     python -m gapbench.bench --hidden 256 --time 1000 --cells lstm lstm_peephole --json out.json
 
-What is measured, per (hidden size H, sequence length T) and cell:
+What is measured, per (hidden size H, sequence length T) and run. The runs come from the registry:
+each model's `bench_runs()` hook (cells.base) lists the option sets it is measured with (e.g. the
+scan cells also with their sequential loop, `impl=loop`, and a line gives the ratio; Greff's LSTM
+once per variant), built with max_len = T:
 
 * time: median over --repeats of one forward + backward pass, after --warmup passes. The loss is
   sum(outputs * w) with a fixed random w (every output gets a dense gradient); x requires grad
@@ -13,8 +16,9 @@ What is measured, per (hidden size H, sequence length T) and cell:
   load from another process hits all cells alike instead of one of them.
 * ratio: time / time of `lstm` (nn.LSTM, fused) of the same B, H, T in the same run.
 * tokens/s: B * T / time.
-* GFLOP/s: matmul FLOPs of the cell (input projection + recurrence, forward, and twice that for
-  backward: 3 x 2 * B * T * (I + H_rec) * G) per second; elementwise work is not counted. Compared
+* GFLOP/s: matmul FLOPs of the model (its `matmul_flops` hook; for a recurrent cell input
+  projection + recurrence, forward, and twice that for backward: 3 x 2 * B * T * (I + H_rec) * G)
+  per second; elementwise work is not counted. Compared
   with the best dense-matmul rate measured in the same run on a [B, H] x [H, 4H] product (torch.mm,
   and on CPU also oneDNN, which nn.LSTM and the hand-written cells use; best of 8 windows of 50 ms).
 * memory: on CUDA, torch.cuda.max_memory_allocated during one pass minus the allocation before it.
@@ -45,16 +49,29 @@ import torch
 from gapbench import cells
 from gapbench.cells import _bptt
 
-# recurrent matmul width G_rec (output columns of the h-side matmuls) and input projection width G_in
-def _widths(name: str, H: int) -> tuple[int, int]:
-    return {"rnn": (H, H), "gru": (3 * H, 3 * H), "gru_cho": (3 * H, 3 * H), "lstm": (4 * H, 4 * H),
-            "lstm_peephole": (4 * H, 4 * H), "lstm_cifg": (3 * H, 3 * H)}[name]
+def matmul_flops(name: str, B: int, T: int, I: int, H: int, **opts) -> float:
+    """Matmul FLOPs of one forward + backward pass (the model's `matmul_flops` hook, cells.base)."""
+    return cells.matmul_flops(name, B, T, I, H, **opts)
 
 
-def matmul_flops(name: str, B: int, T: int, I: int, H: int) -> float:
-    """Matmul FLOPs of one forward + backward pass (backward = 2x forward)."""
-    g_rec, g_in = _widths(name, H)
-    return 3 * 2.0 * B * T * (I * g_in + H * g_rec)
+def label(name: str, opts: dict) -> str:
+    """A row's name: the cell, and the options of this run where they are not the defaults."""
+    return " ".join([name, *(f"{k}={v}" for k, v in opts.items())])
+
+
+def runs_for(names, impl: str | None = None) -> list[tuple[str, dict]]:
+    """(cell, options) of every run: each cell's own `bench_runs()`; `impl` goes to every cell that
+    has that implementation (the hand-written cells: bptt or autograd) unless a run sets its own."""
+    out = []
+    for name in names:
+        declared = cells.base.declared_options(cells.cell_class(name))
+        for run_opts in cells.cell_class(name).bench_runs():
+            opts = dict(run_opts)
+            if impl is not None and "impl" in declared and "impl" not in opts and declared["impl"].valid(impl) \
+                    and impl != declared["impl"].default:
+                opts["impl"] = impl
+            out.append((name, opts))
+    return out
 
 
 def _sync(device):
@@ -145,14 +162,17 @@ def _pass_fn(cell, x, w):
 
 def bench_config(names, B, T, I, H, *, repeats, warmup, device, dtype, input_grad=True, opts=None,
                  seed=0) -> list[dict]:
-    """One row per cell for one (B, T, I, H)."""
+    """One row per run for one (B, T, I, H). `names`: cell names, or (cell, options) pairs;
+    `opts`: options per cell name for plain names."""
     torch.manual_seed(seed)
     x = torch.randn(B, T, I, device=device, dtype=dtype, requires_grad=input_grad)
     w = torch.randn(B, T, H, device=device, dtype=dtype)
-    runs, fused = {}, {}
-    for name in names:
-        cell = cells.build(name, I, H, **(opts or {}).get(name, {})).to(device=device, dtype=dtype)
-        runs[name], fused[name] = _pass_fn(cell, x, w), bool(getattr(cell, "fused", False))
+    runs, fused, specs = {}, {}, {}
+    for item in names:
+        name, o = item if isinstance(item, tuple) else (item, (opts or {}).get(item, {}))
+        key = label(name, o)
+        cell = cells.build(name, I, H, max_len=T, **o).to(device=device, dtype=dtype)
+        runs[key], fused[key], specs[key] = _pass_fn(cell, x, w), bool(getattr(cell, "fused", False)), (name, o)
     for _ in range(warmup):
         for fn in runs.values():
             fn()
@@ -169,15 +189,21 @@ def bench_config(names, B, T, I, H, *, repeats, warmup, device, dtype, input_gra
     rows = []
     for n, fn in runs.items():
         t = statistics.median(times[n])
-        rows.append({"cell": n, "batch": B, "time": T, "input": I, "hidden": H,
+        name, o = specs[n]
+        rows.append({"cell": name, "options": o, "label": n, "batch": B, "time": T, "input": I, "hidden": H,
                      "fused": fused[n],
                      "seconds": t, "seconds_all": times[n], "tokens_per_s": B * T / t,
-                     "gflops": matmul_flops(n, B, T, I, H) / t / 1e9,
+                     "gflops": matmul_flops(name, B, T, I, H, **o) / t / 1e9,
                      "peak_mem_bytes": mem.measure(fn)})
     if "lstm" in runs:
         base = statistics.median(times["lstm"])
         for r in rows:
             r["ratio_to_lstm"] = r["seconds"] / base
+    first = {}
+    for r in rows:  # a cell measured with several option sets: time relative to its first run
+        first.setdefault(r["cell"], r)
+        if r is not first[r["cell"]]:
+            r["ratio_to_first"] = r["seconds"] / first[r["cell"]]["seconds"]
     return rows
 
 
@@ -205,10 +231,10 @@ def _run(args) -> dict:
         torch.set_num_threads(args.threads)
     if args.no_onednn:
         _bptt.USE_ONEDNN = False
-    opts = {n: {"impl": args.impl} for n in cells.names() if n in ("gru_cho", "lstm_peephole", "lstm_cifg")}
     names = list(args.cells)
     if "lstm" not in names:
         names.insert(0, "lstm")  # the reference every ratio is taken against
+    runs = runs_for(names, args.impl)
     meta = {"torch": torch.__version__, "device": str(device), "dtype": args.dtype,
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
             "onednn_matmuls": device.type == "cpu" and _bptt.ONEDNN and _bptt.USE_ONEDNN and dtype == torch.float32,
@@ -228,8 +254,8 @@ def _run(args) -> dict:
             rates = dense_rates(args.batch, H, device, dtype)
             configs.append({"batch": args.batch, "time": T, "input": I, "hidden": H, "dense_gflops": rates})
             best = max(rates.values())
-            part = bench_config(names, args.batch, T, I, H, repeats=args.repeats, warmup=args.warmup,
-                                device=device, dtype=dtype, input_grad=not args.no_input_grad, opts=opts)
+            part = bench_config(runs, args.batch, T, I, H, repeats=args.repeats, warmup=args.warmup,
+                                device=device, dtype=dtype, input_grad=not args.no_input_grad)
             for r in part:
                 r["dense_gflops"] = best
                 r["frac_of_dense"] = r["gflops"] / best
@@ -256,15 +282,20 @@ def _run(args) -> dict:
 
 def _table(rows, rates) -> str:
     r0 = rows[0]
+    w = max(14, max(len(r["label"]) for r in rows) + 2)
     head = (f"\nB={r0['batch']} T={r0['time']} I={r0['input']} H={r0['hidden']}   dense [B,H]x[H,4H]: "
             + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items()))
-    lines = [head, f"{'cell':<14}{'fused':>6}{'ms/batch':>10}{'x lstm':>8}{'tokens/s':>11}"
+    lines = [head, f"{'cell':<{w}}{'fused':>6}{'ms/batch':>10}{'x lstm':>8}{'tokens/s':>11}"
                    f"{'GFLOP/s':>9}{'% dense':>8}{'peak MB':>9}"]
     for r in rows:
         mem = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.0f}"
         ratio = f"{r['ratio_to_lstm']:.2f}" if "ratio_to_lstm" in r else "-"
-        lines.append(f"{r['cell']:<14}{'yes' if r['fused'] else 'no':>6}{r['seconds'] * 1e3:>10.1f}{ratio:>8}"
+        lines.append(f"{r['label']:<{w}}{'yes' if r['fused'] else 'no':>6}{r['seconds'] * 1e3:>10.1f}{ratio:>8}"
                      f"{r['tokens_per_s']:>11.0f}{r['gflops']:>9.1f}{100 * r['frac_of_dense']:>7.0f}%{mem:>9}")
+    firsts = {r["cell"]: r for r in reversed(rows)}
+    for r in rows:
+        if "ratio_to_first" in r:
+            lines.append(f"  {r['label']} takes {r['ratio_to_first']:.2f}x the time of {firsts[r['cell']]['label']}")
     return "\n".join(lines)
 
 
@@ -286,7 +317,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="default: float32")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--impl", choices=["bptt", "autograd"], default="bptt",
-                   help="forward/backward of the hand-written cells: custom BPTT Function (default) or plain autograd loop")
+                   help="forward/backward of the hand-written cells: custom BPTT Function (default) or plain autograd loop "
+                        "(applies to every cell with that `impl`)")
     p.add_argument("--no-onednn", action="store_true",
                    help="hand-written cells use torch.mm/addmm instead of oneDNN matmuls on CPU")
     p.add_argument("--no-input-grad", action="store_true", help="x does not require grad (no dx computed)")

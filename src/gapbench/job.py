@@ -70,7 +70,8 @@ def make_model(cfg: DictConfig, task: Task) -> torch.nn.Module:
     """The task's model around the configured cell; seed torch before calling."""
     opts = cells.options(OmegaConf.to_container(cfg.cell, resolve=True))
     try:
-        return task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size, **opts),
+        return task.build_model(lambda n_in: cells.build(cfg.cell.name, n_in, cfg.cell.hidden_size,
+                                                         max_len=task.seq_len, **opts),
                                 cfg.cell.hidden_size)
     except TypeError as e:
         raise ConfigError(f"cell {cfg.cell.name}: {e}") from None

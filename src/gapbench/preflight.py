@@ -37,7 +37,11 @@ def _choices(group: str) -> list[str]:
 
 
 def _values(o) -> list[str]:
-    return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+    if not o.is_sweep_override():
+        return [o.get_value_element_as_str()]
+    if GlobalHydra.instance().is_initialized():
+        o.config_loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options
+    return list(o.sweep_string_iterator())
 
 
 def _one(key_element: str, value: str):

@@ -4,6 +4,9 @@ At a few fixed training steps the probe reruns that step's batch with the cell u
 its plain `step` function, keeps every hidden state h_t, and records ||dL/dh_t|| (L2 over the
 hidden units, mean over the batch) for every t: the vanishing-gradient curve. Gated cells also
 report each gate's mean and the fraction of activations saturated above 0.95 or below 0.05.
+A model without `step` (the non-recurrent comparators: tcn, transformer) has no h_t that carries
+the past; for it the probe records ||dL/dx_t||, the gradient reaching the model's input at step t,
+and labels the curve so (`wrt` = "x_t" instead of "h_t").
 The probe uses autograd.grad, so the parameters' gradients and the training run are untouched.
 """
 from __future__ import annotations
@@ -15,15 +18,23 @@ import lightning.pytorch as L
 import torch
 from torch import nn
 
+from gapbench.cells.base import SequenceModel
+
 SATURATED = 0.95
+WRT_TEXT = {"h_t": "||dL/dh_t||", "x_t": "||dL/dx_t|| (input gradient; the model has no recurrent state)"}
 
 
 def find_cell(model: nn.Module) -> nn.Module:
-    """The first cell in the model (the encoder of an encoder-decoder)."""
+    """The first gapbench model inside `model` (the encoder of an encoder-decoder)."""
     for module in model.modules():
-        if hasattr(module, "step") and hasattr(module, "initial_state"):
+        if isinstance(module, SequenceModel):
             return module
     raise LookupError("no gapbench cell in this model")
+
+
+def wrt(cell: nn.Module) -> str:
+    """What the probe differentiates with respect to for this model: "h_t" or "x_t"."""
+    return "h_t" if getattr(cell, "has_step", False) else "x_t"
 
 
 @contextlib.contextmanager
@@ -50,6 +61,23 @@ def unrolled(cell: nn.Module, hidden: list[torch.Tensor], gates: list[dict[str, 
         del cell.forward
 
 
+@contextlib.contextmanager
+def input_recorded(cell: nn.Module, inputs: list[torch.Tensor]):
+    """Within the block, the first call of cell(x) records its input steps x_t (made differentiable)."""
+    def forward(x, state=None):
+        if not inputs:
+            steps = [x_t if x_t.requires_grad else x_t.detach().requires_grad_() for x_t in x.unbind(1)]
+            inputs.extend(steps)
+            x = torch.stack(steps, 1)
+        return type(cell).forward(cell, x, state)
+
+    cell.forward = forward
+    try:
+        yield
+    finally:
+        del cell.forward
+
+
 def measure(task, model: nn.Module, batch: Any) -> tuple[list[float], dict[str, float]]:
     """(grad_norm per time step, gate statistics) for one batch."""
     cell = find_cell(model)
@@ -58,7 +86,8 @@ def measure(task, model: nn.Module, batch: Any) -> tuple[list[float], dict[str, 
     was_training = model.training
     model.eval()  # no dropout: the probe must not consume the training run's random numbers
     try:
-        with torch.enable_grad(), unrolled(cell, hidden, gates):
+        record = unrolled(cell, hidden, gates) if wrt(cell) == "h_t" else input_recorded(cell, hidden)
+        with torch.enable_grad(), record:
             loss, _ = task.training_loss(model, batch)
             grads = torch.autograd.grad(loss, hidden, allow_unused=True)
     finally:
@@ -94,7 +123,9 @@ class GradientProbe(L.Callback):
             return
         task = pl_module.task
         norms, gates = measure(task, pl_module.model, task.train_batch(step, pl_module.device))
-        self.records += [{**self.meta, "train_step": step, "t": t, "grad_norm": g} for t, g in enumerate(norms)]
+        of = wrt(find_cell(pl_module.model))
+        self.records += [{**self.meta, "train_step": step, "t": t, "grad_norm": g, "wrt": of}
+                         for t, g in enumerate(norms)]
         self.last_gates = gates
         for lg in trainer.loggers:  # directly: Lightning forbids self.log in on_train_end
             lg.log_metrics({f"gates/{k}": v for k, v in gates.items()}, step=step)
@@ -102,7 +133,7 @@ class GradientProbe(L.Callback):
                 import wandb
                 table = wandb.Table(data=[[t, g] for t, g in enumerate(norms)], columns=["t", "grad_norm"])
                 lg.experiment.log({f"grad_norm_vs_t/step{step}": wandb.plot.line(
-                    table, "t", "grad_norm", title=f"||dL/dh_t|| at step {step}")}, commit=False)
+                    table, "t", "grad_norm", title=f"{WRT_TEXT[of]} at step {step}")}, commit=False)
 
     def state_dict(self):
         return {"records": self.records, "last_gates": self.last_gates}

@@ -496,7 +496,9 @@ def gradients_figure(curves: pd.DataFrame, task: str):
     for cell in cells:
         g = c[c["cell"] == cell].groupby("back")["grad_norm"].agg(["mean", "min", "max"])
         n = c[c["cell"] == cell]["run_id"].nunique()
-        ax.plot(g.index, g["mean"], color=colors[cell], lw=1.5, label=f"{cell} ({n} run{'s' * (n > 1)})")
+        of_x = "wrt" in c and (c.loc[c["cell"] == cell, "wrt"] == "x_t").any()  # no state: the probe's ‖∂L/∂x_t‖
+        ax.plot(g.index, g["mean"], color=colors[cell], lw=1.5,
+                label=f"{cell} ({n} run{'s' * (n > 1)}){', ‖∂L/∂x_t‖' if of_x else ''}")
         ax.fill_between(g.index, g["min"], g["max"], color=colors[cell], alpha=0.12, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("steps back from the end of the sequence (T_len - 1 - t)")

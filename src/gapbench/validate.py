@@ -103,10 +103,6 @@ def check_config(cfg: DictConfig | dict) -> None:
     _int("gap", cfg.gap, task_cls.min_gap, f" (task {task_cls.name}: gap = {task_cls.gap_meaning})")
     _int("seed", cfg.seed, 0, maximum=MAX_SEED)
     _int("cell.hidden_size", cfg.cell.hidden_size, 1)
-    _int("cell.layers", cfg.cell.get("layers", 1), 1)
-    dropout = cfg.cell.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ConfigError(f"cell.dropout={dropout!r} is invalid; valid: a number in [0, 1) (dropout between stacked layers)")
     _int("task.batch_size", cfg.task.batch_size, 1)
     _int("trainer.max_steps", cfg.trainer.max_steps, 1)
     _int("checkpoint_every", cfg.checkpoint_every, 1)
@@ -123,17 +119,19 @@ def check_config(cfg: DictConfig | dict) -> None:
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     check_task_option_values(task_cls, task_opts)
+    cell_opts = cells.options(cfg.cell)
     try:
-        cells.check_option_names(cfg.cell.name, cells.options(cfg.cell))
-    except TypeError as e:
+        cells.check_options(cfg.cell.name, cell_opts, cfg.cell.hidden_size)
+    except cells.OptionError as e:
         raise ConfigError(str(e)) from None
     check_trainer(dict(cfg.trainer))
+    check_pair(cfg.cell.name, task_cls)
     task_cls.check_options(cfg.gap, **task_opts)
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
     params = parameter_count(cfg.task.name, cfg.gap, cfg.task.batch_size, task_opts, cfg.cell.name,
                              cfg.cell.hidden_size, cells.options(cfg.cell))
     check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,
-                 "gpu" if on_gpu else "cpu", params=params or 0)
+                 "gpu" if on_gpu else "cpu", cfg.cell.name, cell_opts, params=params or 0)
     _writable_dir(cfg.results_dir)
     if cfg.logger.name == "wandb" and cfg.wandb.mode == "online" and not _wandb_credentials():
         raise ConfigError("wandb.mode=online needs W&B credentials (run `wandb login` or set WANDB_API_KEY); "
@@ -166,19 +164,30 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def estimate_activation_bytes(batch: int, seq_len: int, hidden: int, bytes_per_value: int = 4) -> int:
-    """Activations kept for backpropagation through time: ~12 [B, H] tensors per step covers the
-    LSTM family's gates, cell states and their nonlinearities, plus the read-out."""
-    return 12 * batch * seq_len * hidden * bytes_per_value
+def check_pair(cell: str, task_cls) -> None:
+    """A task that needs what the model cannot do (translation's decoder steps a recurrent state)."""
+    missing = cells.missing_capabilities(cell, task_cls.requires)
+    if missing:
+        raise ConfigError(f"cell {cell} cannot run task {task_cls.name}: the task needs "
+                          f"{' and '.join(cells.CAPABILITIES[c] for c in missing)}, which {cells.title(cell)} "
+                          f"does not have; cells that can: {', '.join(cells.capable(task_cls.requires))}")
+
+
+def estimate_activation_bytes(batch: int, seq_len: int, hidden: int, bytes_per_value: int = 4, cell: str = "lstm",
+                              cell_opts: dict | None = None) -> int:
+    """Activations kept for backpropagation: the model's own `activation_bytes` hook (cells.base)."""
+    return cells.activation_bytes(cell, batch, seq_len, hidden, bytes_per_value=bytes_per_value, **(cell_opts or {}))
 
 
 BYTES_PER_PARAMETER = 16  # float32 weight, its gradient and Adam's two moments
 
 
-def check_memory(batch: int, seq_len: int, hidden: int, device: str, params: int = 0) -> None:
+def check_memory(batch: int, seq_len: int, hidden: int, device: str, cell: str = "lstm",
+                 cell_opts: dict | None = None, params: int = 0) -> None:
     if device != "cpu":
         return  # the GPU's own OOM error is already precise; the estimate is for host RAM
-    activations, have = estimate_activation_bytes(batch, seq_len, hidden), available_memory_bytes()
+    activations = estimate_activation_bytes(batch, seq_len, hidden, cell=cell, cell_opts=cell_opts)
+    have = available_memory_bytes()
     weights = BYTES_PER_PARAMETER * params
     if activations + weights > 0.8 * have:
         raise ConfigError(

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gapbench.cells.base import SequenceModel
 
-class FusedCell(nn.Module):
+
+class FusedCell(SequenceModel):
     """forward() runs the fused kernel; step() is the same math written out, on the same parameters."""
 
     fused = True

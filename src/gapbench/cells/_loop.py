@@ -9,15 +9,20 @@ Two implementations of forward(), chosen by the `impl` option:
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 from torch import nn
 
+from gapbench.cells.base import SequenceModel
 
-class LoopCell(nn.Module):
-    fused = False
+Impl = Literal["bptt", "autograd"]  # the `impl` option of the hand-written cells
+
+
+class LoopCell(SequenceModel):
     n_input_blocks: int  # how many H-sized blocks the input projection has
-    IMPLS = ("bptt", "autograd")
+    IMPLS = typing.get_args(Impl)
 
     def __init__(self, input_size: int, hidden_size: int, impl: str = "bptt"):
         super().__init__()
@@ -48,7 +53,8 @@ class LoopCell(nn.Module):
 
     def fast_forward(self, x, state):
         """(outputs, final_state) by the cell's custom autograd.Function."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no hand-written backward (fast_forward); "
+                                  "declare `impl: Impl = \"autograd\"` as its default or write one")
 
     def forward(self, x, state=None):
         if x.dim() != 3 or x.shape[1] == 0:

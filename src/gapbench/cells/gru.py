@@ -13,6 +13,7 @@ from gapbench.cells._fused import FusedCell
 
 class GRU(FusedCell):
     title = "GRU"
+    matmul_blocks = (3, 3)  # H-wide blocks of the input and recurrent matmuls
     kernel = nn.GRU
 
     def __init__(self, input_size, hidden_size):

@@ -8,14 +8,15 @@ import torch
 from torch import nn
 
 from gapbench.cells._bptt import GRUChoFunction
-from gapbench.cells._loop import LoopCell
+from gapbench.cells._loop import Impl, LoopCell
 
 
 class GRUCho(LoopCell):
     title = "GRU (Cho et al. 2014)"
+    matmul_blocks = (3, 3)  # H-wide blocks of the input and recurrent matmuls
     n_input_blocks = 3  # r, u from W; c from W_c
 
-    def __init__(self, input_size, hidden_size, impl: str = "bptt"):
+    def __init__(self, input_size, hidden_size, impl: Impl = "bptt"):
         super().__init__(input_size, hidden_size, impl)
         self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, hidden_size))      # h -> r, u
         self.weight_hc = nn.Parameter(torch.empty(hidden_size, hidden_size))          # r*h -> c

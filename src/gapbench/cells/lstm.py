@@ -15,6 +15,7 @@ from gapbench.cells._fused import FusedCell
 
 class LSTM(FusedCell):
     title = "LSTM"
+    matmul_blocks = (4, 4)  # H-wide blocks of the input and recurrent matmuls
     kernel = nn.LSTM
 
     def __init__(self, input_size, hidden_size, forget_bias: float = 1.0):

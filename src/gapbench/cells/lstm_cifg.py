@@ -13,14 +13,15 @@ import torch
 from torch import nn
 
 from gapbench.cells._bptt import CIFGLSTMFunction
-from gapbench.cells._loop import LoopCell
+from gapbench.cells._loop import Impl, LoopCell
 
 
 class CIFGLSTM(LoopCell):
     title = "LSTM (CIFG)"
+    matmul_blocks = (3, 3)  # H-wide blocks of the input and recurrent matmuls
     n_input_blocks = 3  # i, g, o
 
-    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: str = "bptt"):
+    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: Impl = "bptt"):
         super().__init__(input_size, hidden_size, impl)
         self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
         self.reset_uniform()

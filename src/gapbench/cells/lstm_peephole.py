@@ -12,14 +12,15 @@ import torch
 from torch import nn
 
 from gapbench.cells._bptt import PeepholeLSTMFunction
-from gapbench.cells._loop import LoopCell
+from gapbench.cells._loop import Impl, LoopCell
 
 
 class PeepholeLSTM(LoopCell):
     title = "LSTM (peephole)"
+    matmul_blocks = (4, 4)  # H-wide blocks of the input and recurrent matmuls
     n_input_blocks = 4  # i, f, g, o
 
-    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: str = "bptt"):
+    def __init__(self, input_size, hidden_size, forget_bias: float = 1.0, impl: Impl = "bptt"):
         super().__init__(input_size, hidden_size, impl)
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.peephole = nn.Parameter(torch.empty(3, hidden_size))  # p_i, p_f, p_o

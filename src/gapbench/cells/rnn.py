@@ -7,6 +7,7 @@ from gapbench.cells._fused import FusedCell
 
 class ElmanRNN(FusedCell):
     title = "tanh RNN"
+    matmul_blocks = (1, 1)  # H-wide blocks of the input and recurrent matmuls
     kernel = nn.RNN
 
     def __init__(self, input_size, hidden_size):

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from gapbench.cells.base import SequenceModel
 
-class Stacked(nn.Module):
+
+class Stacked(SequenceModel):
+    """Recurrent cells only (cells.build refuses layers > 1 for a non-recurrent model)."""
+
     def __init__(self, layers: list[nn.Module], dropout: float = 0.0):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
