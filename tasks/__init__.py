@@ -12,6 +12,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "lm_word": ("gapbench.tasks.lm_word", "WordLM"),
     "lm_char": ("gapbench.tasks.lm_char", "CharLM"),
     "translation": ("gapbench.tasks.translation", "Translation"),
+    "selective_copy": ("gapbench.tasks.selective_copy", "SelectiveCopy"),
 }
 
 
