@@ -13,6 +13,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "lm_char": ("gapbench.tasks.lm_char", "CharLM"),
     "translation": ("gapbench.tasks.translation", "Translation"),
     "selective_copy": ("gapbench.tasks.selective_copy", "SelectiveCopy"),
+    "assoc_recall": ("gapbench.tasks.assoc_recall", "AssocRecall"),
 }
 
 

@@ -53,3 +53,54 @@ def test_selective_copy_bad_options():
         task_class("selective_copy").check_options(8)
     with pytest.raises(TaskError, match="vocab_size=2"):
         build_task("selective_copy", gap=20, seed=0, batch_size=4, vocab_size=2)
+
+
+# -- assoc_recall -----------------------------------------------------------------------------------
+from gapbench.tasks.assoc_recall import assoc_recall_batch  # noqa: E402
+
+
+@pytest.mark.parametrize("gap,D,V", [(16, 8, 8192), (40, 8, 64), (5, 2, 12)])
+def test_assoc_recall_exact_layout(gap, D, V):
+    x, pos, y = assoc_recall_batch(128, gap, D, V, seeded_generator(0, 1))
+    assert x.shape == (128, gap + 2 * D - 1) and pos.shape == y.shape == (128, D)
+    keys, values = x[:, 0:2 * D:2], x[:, 1:2 * D:2]
+    assert ((keys >= 1) & (keys < V // 2)).all() and ((values >= V // 2) & (values < V)).all()
+    assert all(len(set(r.tolist())) == D for r in keys) and all(len(set(r.tolist())) == D for r in values)
+    assert torch.equal(pos, (2 * torch.arange(D) + gap).expand(128, D))
+    q = x.gather(1, pos)
+    # every query's key appears exactly gap positions earlier, with its value right after it
+    assert torch.equal(x.gather(1, pos - gap), q) and torch.equal(x.gather(1, pos - gap + 1), y)
+    assert torch.equal(q, keys) and torch.equal(y, values)
+    assert ((x >= 0) & (x < V)).all()
+
+
+def test_assoc_recall_docstring_example_shape():
+    x, pos, y = assoc_recall_batch(3, 5, 2, 12, seeded_generator(0, 2))
+    assert x.shape == (3, 8) and pos.tolist() == [[5, 7]] * 3
+
+
+def test_assoc_recall_powerlaw_layout():
+    gap, D, V = 64, 8, 256
+    x, pos, y = assoc_recall_batch(512, gap, D, V, seeded_generator(0, 1), distance="powerlaw", power_a=0.01)
+    assert x.shape == (512, 2 * D + gap)
+    keys, values = x[:, 0:2 * D:2], x[:, 1:2 * D:2]
+    assert (pos >= 2 * D).all() and (pos < 2 * D + gap).all() and (pos % 2 == 0).all()
+    assert all(len(set(r.tolist())) == D for r in pos), "distinct query slots"
+    q = x.gather(1, pos)
+    for b in range(512):  # each query is one of the keys and its target is that key's value
+        k = {int(kk): int(vv) for kk, vv in zip(keys[b], values[b])}
+        assert sorted(q[b].tolist()) == sorted(k) and [k[int(t)] for t in q[b]] == y[b].tolist()
+    slot = (pos - 2 * D) // 2
+    assert (slot < 4).float().mean() > 0.3, "power law a=0.01: the first slots dominate"
+
+
+def test_assoc_recall_task():
+    task = build_task("assoc_recall", gap=20, seed=0, batch_size=8, vocab_size=64, test_size=32)
+    assert task.seq_len == 35 and task.baseline == pytest.approx(1 / 32)
+    model = task.build_model(lambda n: torch.nn.LSTM(n, 16, batch_first=True), 16)
+    m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
+    assert 0 <= m["recall_acc"] <= 1 and math.isfinite(m["loss"])
+    with pytest.raises(TaskError, match="use gap >= 16"):
+        task_class("assoc_recall").check_options(10)
+    with pytest.raises(TaskError, match="distance='uniform'"):
+        task_class("assoc_recall").check_options(20, distance="uniform")
