@@ -14,6 +14,8 @@ TASKS: dict[str, tuple[str, str]] = {
     "translation": ("gapbench.tasks.translation", "Translation"),
     "selective_copy": ("gapbench.tasks.selective_copy", "SelectiveCopy"),
     "assoc_recall": ("gapbench.tasks.assoc_recall", "AssocRecall"),
+    "seq_mnist": ("gapbench.tasks.seq_mnist", "SeqMNIST"),
+    "pmnist": ("gapbench.tasks.seq_mnist", "PermutedSeqMNIST"),
 }
 
 

@@ -104,3 +104,99 @@ def test_assoc_recall_task():
         task_class("assoc_recall").check_options(10)
     with pytest.raises(TaskError, match="distance='uniform'"):
         task_class("assoc_recall").check_options(20, distance="uniform")
+
+
+# -- seq_mnist --------------------------------------------------------------------------------------
+import gzip  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from gapbench.tasks import mnist_data  # noqa: E402
+from gapbench.tasks.seq_mnist import MEAN, STD, permutation, pixel_sequences  # noqa: E402
+
+
+def write_idx(path, array, gz=False):
+    magic = 0x803 if array.ndim == 3 else 0x801
+    head = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    (gzip.open if gz else open)(path, "wb").write(head + array.astype(np.uint8).tobytes())
+
+
+def tiny_mnist(directory, n_train=12, n_test=5, gz=False):
+    rng = np.random.default_rng(0)
+    images = {s: rng.integers(0, 256, (n, 28, 28)) for s, n in (("train", n_train), ("t10k", n_test))}
+    labels = {s: np.arange(len(x)) % 10 for s, x in images.items()}
+    ext = ".gz" if gz else ""
+    for s in images:
+        write_idx(directory / f"{s}-images-idx3-ubyte{ext}", images[s], gz)
+        write_idx(directory / f"{s}-labels-idx1-ubyte{ext}", labels[s], gz)
+    return images, labels
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx_loader_and_split(tmp_path, gz):
+    images, labels = tiny_mnist(tmp_path, gz=gz)
+    data = mnist_data.load_mnist(str(tmp_path))
+    assert [len(data[s][1]) for s in ("train", "valid", "test")] == [10, 2, 5], "last sixth of train validates"
+    assert torch.equal(data["train"][0], torch.from_numpy(images["train"][:10].reshape(10, 784).astype(np.uint8)))
+    assert torch.equal(data["valid"][1], torch.tensor([0, 1])) and data["test"][0].dtype == torch.uint8
+    assert torch.equal(data["test"][0][3], torch.from_numpy(images["t10k"][3].reshape(784).astype(np.uint8)))
+
+
+def test_mnist_pickle_loader(tmp_path):
+    x = np.arange(3 * 784).reshape(3, 784) % 256
+    splits = tuple(((x / 256).astype(np.float32), np.array([1, 2, 3])) for _ in range(3))
+    with gzip.open(tmp_path / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(splits, f)
+    data = mnist_data.load_mnist(str(tmp_path / "mnist.pkl.gz"))
+    assert torch.equal(data["test"][0], torch.from_numpy(x.astype(np.uint8))), "pixels / 256 back to bytes"
+
+
+def test_seq_mnist_sequences_label_and_fixed_permutation(tmp_path):
+    tiny_mnist(tmp_path)
+    for gap in (0, 7):
+        task = build_task("seq_mnist", gap=gap, seed=0, batch_size=4, path=str(tmp_path))
+        x, y = task.train_batch(0, "cpu")
+        assert x.shape == (4, 784 + gap, 1) and task.seq_len == 784 + gap
+        assert torch.allclose(x[:, 784:], torch.tensor((0 - MEAN) / STD)), "gap black pixels after the image"
+        train_x, train_y = task.data["train"]
+        i = int((train_y == y[0]).nonzero()[0])  # tiny labels are unique within the train split
+        assert torch.allclose(x[0, :784, 0], (train_x[i].float() / 255 - MEAN) / STD)
+    model = task.build_model(lambda n: torch.nn.GRU(n, 8, batch_first=True), 8)
+    assert model(x).shape == (4, 10), "the label is read at the last step"
+    perm = [build_task("pmnist", gap=0, seed=s, batch_size=4, path=str(tmp_path)).order for s in (0, 1)]
+    assert torch.equal(perm[0], perm[1]) and torch.equal(perm[0], permutation(0)), "fixed across seeds"
+    assert sorted(perm[0].tolist()) == list(range(784)) and not torch.equal(perm[0], torch.arange(784))
+    imgs = torch.arange(784).remainder(256).to(torch.uint8).unsqueeze(0)
+    assert torch.equal(pixel_sequences(imgs, 0, perm[0])[0, :, 0], pixel_sequences(imgs[:, perm[0]], 0)[0, :, 0])
+    m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
+    assert task.baseline == 0.1 and 0 <= m["acc"] <= 1
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("missing", "does not exist"),
+    ("empty_dir", "lacks MNIST IDX"),
+    ("bad_magic", "is not an IDX file"),
+    ("not_gzip", "not gzip"),
+    ("bad_pickle", "cannot read"),
+])
+def test_mnist_bad_paths_one_line(tmp_path, setup, match):
+    path = tmp_path / "m"
+    if setup == "empty_dir":
+        path.mkdir()
+    elif setup == "bad_magic":
+        path.mkdir()
+        tiny_mnist(path)
+        (path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
+    elif setup == "not_gzip":
+        path.write_text("hello")
+    elif setup == "bad_pickle":
+        path = tmp_path / "m.pkl.gz"
+        with gzip.open(path, "wb") as f:
+            f.write(b"not a pickle")
+    with pytest.raises(TaskError, match=match) as e:
+        task_class("seq_mnist").check_options(0, path=str(path))
+        mnist_data.load_mnist(str(path))
+    assert "\n" not in str(e.value)
+
