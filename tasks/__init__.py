@@ -16,6 +16,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "assoc_recall": ("gapbench.tasks.assoc_recall", "AssocRecall"),
     "seq_mnist": ("gapbench.tasks.seq_mnist", "SeqMNIST"),
     "pmnist": ("gapbench.tasks.seq_mnist", "PermutedSeqMNIST"),
+    "poly_music": ("gapbench.tasks.poly_music", "PolyMusic"),
 }
 
 

