@@ -12,6 +12,11 @@ TASKS: dict[str, tuple[str, str]] = {
     "lm_word": ("gapbench.tasks.lm_word", "WordLM"),
     "lm_char": ("gapbench.tasks.lm_char", "CharLM"),
     "translation": ("gapbench.tasks.translation", "Translation"),
+    "selective_copy": ("gapbench.tasks.selective_copy", "SelectiveCopy"),
+    "assoc_recall": ("gapbench.tasks.assoc_recall", "AssocRecall"),
+    "seq_mnist": ("gapbench.tasks.seq_mnist", "SeqMNIST"),
+    "pmnist": ("gapbench.tasks.seq_mnist", "PermutedSeqMNIST"),
+    "poly_music": ("gapbench.tasks.poly_music", "PolyMusic"),
 }
 
 
