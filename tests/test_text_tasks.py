@@ -134,7 +134,7 @@ class SpyLM(nn.Module):
 def test_eval_context_is_exactly_gap(cls, gap):
     task = cls(gap, 0, 4, eval_tokens=300, eval_batch_size=64)
     stream = task.streams["test"].tolist()
-    batches = task.eval_batches("test")
+    batches = task.context_batches("test")
     targets = torch.cat([b["targets"] for b in batches])
     assert targets.numel() == 300 and targets.unique().numel() == 300 and int(targets.min()) >= gap
     for b in batches:
@@ -149,13 +149,13 @@ def test_eval_context_is_exactly_gap(cls, gap):
 
 
 def test_eval_positions_are_fixed_and_shared_across_gaps():
-    a = WordLM(5, 0, 4, eval_tokens=1000).eval_batches("test")
-    b = WordLM(5, 0, 4, eval_tokens=1000).eval_batches("test")
-    c = WordLM(50, 0, 4, eval_tokens=1000).eval_batches("test")
+    a = WordLM(5, 0, 4, eval_tokens=1000).context_batches("test")
+    b = WordLM(5, 0, 4, eval_tokens=1000).context_batches("test")
+    c = WordLM(50, 0, 4, eval_tokens=1000).context_batches("test")
     ta, tb, tc = (torch.cat([x["targets"] for x in bs]) for bs in (a, b, c))
     assert torch.equal(ta, tb)
     assert len(set(ta.tolist()) & set(tc.tolist())) >= 990  # same sample, minus positions < gap
-    full = WordLM(5, 0, 4, eval_tokens=None).eval_batches("test")
+    full = WordLM(5, 0, 4, eval_tokens=None).context_batches("test")
     assert sum(x["targets"].numel() for x in full) == 82430 - 5
 
 

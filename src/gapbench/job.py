@@ -39,6 +39,11 @@ PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enabl
 # Keys added after rows were stored, at a default that computes exactly what the code did before
 # the key existed: left out of the hash at that default, so earlier run ids stay valid.
 NEUTRAL_DEFAULTS = {("cell", "layers"): 1, ("cell", "dropout"): 0.0}
+NEUTRAL_DEFAULTS.update({  # issue 12: optimiser choice and schedule, the LMs' protocol, model options, own corpora
+    ("optim", "name"): "adam", ("optim", "decay_after_epochs"): None, ("optim", "decay_factor"): 0.5,
+    ("task", "protocol"): "context", ("task", "tie_weights"): False, ("task", "init_range"): None,
+    ("task", "path"): None,  # translation rows change id anyway (issue 12 changes how BLEU is scored)
+})
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -147,7 +152,8 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
     task = make_task(cfg)
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                       optim=OmegaConf.to_container(cfg.optim, resolve=True))
 
     sweep_id = _sweep_id(cfg)
     job_dir = results_dir / "jobs" / run_id
