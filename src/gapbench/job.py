@@ -210,6 +210,7 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
             "torch_version": torch.__version__, "config_hash": chash,
             "diverged_at_step": diverged_at, "error": error,
             **{f"test/{k}": v for k, v in metrics.items()},
+            **{f"test/{k}": v for k, v in getattr(task, "test_info", {}).items()},  # strings (BLEU signature)
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }
