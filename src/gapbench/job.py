@@ -43,6 +43,9 @@ NEUTRAL_DEFAULTS.update({  # issue 12: optimiser choice and schedule, the LMs' p
     ("optim", "name"): "adam", ("optim", "decay_after_epochs"): None, ("optim", "decay_factor"): 0.5,
     ("task", "protocol"): "context", ("task", "tie_weights"): False, ("task", "init_range"): None,
     ("task", "path"): None,  # translation rows change id anyway (issue 12 changes how BLEU is scored)
+    # the adding rows stored before task.markers existed put one marker in each half: they are the
+    # halves variant; the new default, anywhere, is a different task and gets new run ids
+    ("task", "markers"): "halves",
 })
 
 
