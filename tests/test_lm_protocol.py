@@ -171,3 +171,33 @@ def test_zaremba_small_config_is_the_paper_recipe():
         summed = gm * conf.gap
         clip = lambda v, c: v * min(1.0, c / v.norm().item())
         assert torch.allclose(1.0 * clip(summed, 5.0), conf.optim.lr * clip(gm, conf.trainer.gradient_clip_val), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_standard_protocol_job_end_to_end_and_checkpoint_hooks(tmp_path):
+    """A job through run_job (SGD, step decay, probe on): its row holds both scores and the headline is
+    the full-stream one; the carried state goes into checkpoints and comes back from them."""
+    from hydra import compose, initialize_config_dir
+
+    from gapbench.job import make_model, make_task, run_job
+    from gapbench.model import GapModule
+
+    corpus = write_corpus(tmp_path / "c")
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "task=lm_word", f"task.path={corpus}", "task.protocol=standard", "task.emb_size=8", "task.batch_size=4",
+            "task.init_range=0.1", "task.eval_tokens=50", "gap=5", "cell.hidden_size=8", "cell.layers=2",
+            "optim.name=sgd", "optim.lr=1.0", "optim.decay_after_epochs=1", "trainer.max_steps=6",
+            "trainer.val_check_interval=3", "probe.at=[0.0,1.0]", f"results_dir={tmp_path / 'r'}", "logger=none",
+            "progress=false", "threads=1"])
+    row = run_job(cfg)
+    assert row["status"] == "finished" and row["score"] == row["test/ppl_stream"] != row["test/ppl_context"]
+    assert row["test/tokens_stream"] > 0 and row["test/tokens"] == 50
+    task = make_task(cfg)
+    module = GapModule(task, make_model(cfg, task))
+    task.training_loss(module.model, task.train_batch(0, CPU))
+    ckpt = {}
+    module.on_save_checkpoint(ckpt)
+    other = make_task(cfg)
+    GapModule(other, make_model(cfg, other)).on_load_checkpoint(ckpt)
+    assert set(other._carry) == {1} and torch.equal(other.train_batch(1, CPU)["state"][0][0], task.train_batch(1, CPU)["state"][0][0])
