@@ -1,13 +1,18 @@
 """Character-level language modelling on the Penn Treebank: the usual PTB-char construction
-(Mikolov et al. 2012) from the same 10k-vocabulary word-level text as lm_word. gap = context length in
-characters.
+(Mikolov et al. 2012) from the same 10k-vocabulary word-level text as lm_word; or on a corpus of one's
+own (`path`: a folder with train.txt, valid.txt, test.txt). gap = context length in characters.
 
 Each sentence is written as its characters with '_' for the spaces between words, followed by an
 end-of-line symbol <eos>; the splits are concatenated into one character stream each. Word-level
 placeholders stay as they are in the text: "<unk>" is spelled with its five characters and numbers are
 the letter "N". Training and evaluation are those of lm_word (see `gapbench.tasks.lm_word`), counted in
-characters: every scored character sees exactly `gap` characters of context. Score: test bits per
-character `bpc`; baseline: the unigram bpc of the test stream under training-set character frequencies.
+characters, with the same two protocols (`protocol`: context | standard) and both test scores (full
+stream, fixed context). Score: test bits per character `bpc`; baseline: the unigram bpc of the test
+stream under training-set character frequencies.
+
+A user's corpus is read as it is: every character of a line (spaces stay spaces), then <eos> for the
+line end; the vocabulary is <eos>, <unk>, then the training characters by frequency; a valid/test
+character never seen in training maps to <unk>.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 
 from gapbench import text
+from gapbench.tasks.base import TaskError
 from gapbench.tasks.lm_word import StreamLM
 
 SPACE = "_"
@@ -49,6 +55,19 @@ def ptb_char_data() -> tuple[text.Vocab, dict[str, torch.Tensor]]:
     return vocab, streams
 
 
+def corpus_char_data(path: str) -> tuple[text.Vocab, dict[str, torch.Tensor]]:
+    """A user's corpus folder as character streams (see the module docstring)."""
+    files = text.lm_corpus_files(path)
+    return _corpus_char_data(tuple((s, *text._stamp(f)) for s, f in files.items()))
+
+
+@functools.lru_cache(maxsize=2)
+def _corpus_char_data(stamps):
+    lines = {split: text._read_text_lines(*stamp) for split, *stamp in stamps}
+    vocab = text.Vocab.build(lines["train"], specials=(text.EOS, text.UNK))  # a line is a sequence of characters
+    return vocab, {s: text.encode_stream(ls, vocab) for s, ls in lines.items()}
+
+
 class CharLM(StreamLM):
     name = "lm_char"
     score_name = "bpc"
@@ -58,19 +77,26 @@ class CharLM(StreamLM):
     score_title = "bits per character"
 
     def __init__(self, gap, seed, batch_size, emb_size=64, dropout=0.0, eval_tokens=20000, val_tokens=5000,
-                 eval_batch_size=256):
+                 eval_batch_size=256, protocol="context", tie_weights=False, init_range=None, path=None):
         super().__init__(gap, seed, batch_size, emb_size=emb_size, dropout=dropout, eval_tokens=eval_tokens,
-                         val_tokens=val_tokens, eval_batch_size=eval_batch_size)
+                         val_tokens=val_tokens, eval_batch_size=eval_batch_size, protocol=protocol,
+                         tie_weights=tie_weights, init_range=init_range, path=path)
 
     @classmethod
     def check_options(cls, gap, emb_size=64, dropout=0.0, eval_tokens=20000, val_tokens=5000,
-                      eval_batch_size=256):
+                      eval_batch_size=256, protocol="context", tie_weights=False, init_range=None, path=None):
         super().check_options(gap, emb_size=emb_size, dropout=dropout, eval_tokens=eval_tokens,
-                              val_tokens=val_tokens, eval_batch_size=eval_batch_size)
+                              val_tokens=val_tokens, eval_batch_size=eval_batch_size, protocol=protocol,
+                              tie_weights=tie_weights, init_range=init_range, path=path)
 
     @classmethod
-    def load(cls):
-        return ptb_char_data()
+    def check_data_options(cls, path=None):
+        if path is not None and not isinstance(path, str):
+            raise TaskError(f"path={path!r} is invalid; give a folder with train.txt, valid.txt, test.txt, or null")
+
+    @classmethod
+    def load(cls, path=None):
+        return ptb_char_data() if path is None else corpus_char_data(path)
 
     def to_score(self, nats):
         return nats / math.log(2)

@@ -7,8 +7,11 @@ public domain, ~30k verse pairs shipped in tasks/data/bible.en-es.tsv.gz; see do
 sacreBLEU's 13a tokenizer (optionally lower-cased). A fixed split (seeded by `split_seed`, not by the job
 seed, so every job tests on the same pairs) gives train/valid/test; then pairs are bucketed by source
 length in tokens: the bucket that ends at edge e holds lengths (previous edge, e] (the first one 1..e).
-Pairs longer than the last edge are in no bucket and never used. A job at gap=e trains (`train_on:
-bucket`, or on every bucket with `train_on: all`) and tests on bucket e.
+Pairs longer than the last edge are in no bucket and never used. By default (`train_on: all`, as
+Bahdanau et al. 2015, Fig. 2) a job trains one model on every bucket and tests it on each bucket
+separately: the headline is bucket e = gap, and the row also holds every bucket's BLEU and test size
+(`bleu_<e>`, `sentences_<e>`); buckets with fewer than 100 test sentences are flagged in
+`small_buckets`. `train_on: bucket` trains on bucket e only (a separate, smaller training set per gap).
 
 Model: source embedding -> encoder cell; the decoder (same cell type) starts from the encoder's final
 state and reads [target embedding of the previous word; context], where the context is the encoder's
@@ -16,7 +19,11 @@ final output (no attention: the whole sentence has to pass through the cell's st
 2014) or an additive-attention average of all encoder outputs. Read-out: linear softmax on
 [decoder output; context]. Training batches hold sources of one exact length, so the encoder needs no
 padding or masking. Score: corpus BLEU of greedy (or `beam_size` beam-search) translations of the test
-bucket, computed by sacrebleu.corpus_bleu. Baseline: BLEU of copying the source sentence unchanged.
+bucket, scored as the papers scored: case-sensitive unless `lowercase: true` (then the training text is
+lower-cased too and sacreBLEU's signature says case:lc), `<unk>` kept in the hypotheses, hypotheses
+detokenised (`detokenize: true`: the Moses detokeniser of sacremoses for `tgt_lang`) and handed with the
+untokenised references to sacreBLEU, whose signature is stored in the row (`bleu_signature`).
+Baseline: BLEU of copying the source sentence unchanged.
 """
 from __future__ import annotations
 
@@ -37,6 +44,18 @@ DEFAULT_CORPUS = "bible.en-es.tsv.gz"
 DEFAULT_BUCKETS = (10, 20, 30, 40, 50, 60)
 SPLITS = {"val": "valid", "test": "test"}
 TRAIN_ON = ("bucket", "all")
+SMALL_BUCKET = 100  # test sentences below which a bucket's BLEU is flagged as noisy
+
+
+@functools.lru_cache(maxsize=4)
+def _detokenizer(lang: str):
+    from sacremoses import MosesDetokenizer
+    return MosesDetokenizer(lang=lang)
+
+
+def detokenize(tokens: list[str], lang: str | None) -> str:
+    """Tokens as running text: the Moses detokeniser for `lang`, or joined by spaces when lang is None."""
+    return _detokenizer(lang).detokenize(tokens) if lang else " ".join(tokens)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -271,11 +290,13 @@ class Translation(Task):
     requires = ("recurrent", "has_step")  # the decoder starts from the encoder's state and steps
     score_title = "BLEU"
 
-    def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=True,
-                 train_on="bucket", valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000,
+    def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=False,
+                 train_on="all", valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000,
                  tgt_vocab_size=8000, min_freq=1, emb_size=128, attention=False, dropout=0.0, beam_size=1,
-                 max_len_ratio=2.0, val_size=200, test_size=None, eval_batch_size=128):
-        opts = dict(path=path, buckets=buckets, lowercase=lowercase, train_on=train_on, valid_frac=valid_frac,
+                 max_len_ratio=2.0, val_size=200, test_size=None, eval_batch_size=128, detokenize=True,
+                 tgt_lang="es"):
+        opts = dict(path=path, buckets=buckets, lowercase=lowercase, train_on=train_on, detokenize=detokenize,
+                    tgt_lang=tgt_lang, valid_frac=valid_frac,
                     test_frac=test_frac, split_seed=split_seed, src_vocab_size=src_vocab_size,
                     tgt_vocab_size=tgt_vocab_size, min_freq=min_freq, emb_size=emb_size, attention=attention,
                     dropout=dropout, beam_size=beam_size, max_len_ratio=max_len_ratio, val_size=val_size,
@@ -293,6 +314,10 @@ class Translation(Task):
         pick = [gap] if train_on == "bucket" else list(buckets_by_split["train"])
         self.index = {"train": sorted(i for e in pick for i in buckets_by_split["train"].get(e, [])),
                       "valid": buckets_by_split["valid"].get(gap, []), "test": buckets_by_split["test"][gap]}
+        # the buckets tested: the gap's, or with one model for all lengths every bucket with test pairs
+        self.test_buckets = {e: buckets_by_split["test"][e] for e in self.edges
+                             if (e == gap or train_on == "all") and buckets_by_split["test"].get(e)}
+        self.test_info: dict[str, str] = {}  # strings for the result row (job.py adds them as test/<key>)
         # training pairs grouped by exact source length: a batch never pads the source
         self._by_len: dict[int, list[int]] = defaultdict(list)
         for i in self.index["train"]:
@@ -301,17 +326,20 @@ class Translation(Task):
 
     # -- options and sizes --
     @classmethod
-    def check_options(cls, gap, path=None, buckets=DEFAULT_BUCKETS, lowercase=True, train_on="bucket",
+    def check_options(cls, gap, path=None, buckets=DEFAULT_BUCKETS, lowercase=False, train_on="all",
                       valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000, tgt_vocab_size=8000,
                       min_freq=1, emb_size=128, attention=False, dropout=0.0, beam_size=1, max_len_ratio=2.0,
-                      val_size=200, test_size=None, eval_batch_size=128):
+                      val_size=200, test_size=None, eval_batch_size=128, detokenize=True, tgt_lang="es"):
         edges = _edges(buckets)
         if gap not in edges:
             raise TaskError(f"gap={gap!r} is not a bucket edge of task translation: use one of "
                             f"{', '.join(map(str, edges))} (task.buckets; gap = {cls.gap_meaning})")
         if path is not None:
             text.resolve_corpus(path, DEFAULT_CORPUS)
-        for name, value in (("lowercase", lowercase), ("attention", attention)):
+        if not isinstance(tgt_lang, str) or not tgt_lang:
+            raise TaskError(f"tgt_lang={tgt_lang!r} is invalid: give the target language's code (e.g. es, de, fr) "
+                            "for the Moses detokeniser")
+        for name, value in (("lowercase", lowercase), ("attention", attention), ("detokenize", detokenize)):
             if not isinstance(value, bool):
                 raise TaskError(f"{name}={value!r} is invalid: use true or false")
         if train_on not in TRAIN_ON:
@@ -359,11 +387,15 @@ class Translation(Task):
     def baseline(self) -> float:
         """BLEU of copying the source sentence as the translation (names and numbers survive)."""
         idx = self._eval_index("test")
-        hyps = [" ".join(self.pairs[i][0]) for i in idx]
-        return float(sacrebleu.corpus_bleu(hyps, [self._refs(idx)], force=True).score)
+        hyps = [self.raw[i][0] for i in idx]
+        return float(self._bleu().corpus_score(hyps, [self._refs(idx)]).score)
 
     def _refs(self, idx) -> list[str]:
-        return [self.raw[i][1].lower() if self.lowercase else self.raw[i][1] for i in idx]
+        return [self.raw[i][1] for i in idx]
+
+    def _bleu(self):
+        """sacreBLEU's corpus BLEU, default 13a tokenisation, case-insensitive only with lowercase: true."""
+        return sacrebleu.metrics.BLEU(lowercase=self.lowercase, force=True)
 
     # -- model --
     def build_model(self, make_cell, hidden_size):
@@ -395,8 +427,8 @@ class Translation(Task):
         return loss, {"ppl": loss.detach().clamp(max=700).exp()}
 
     # -- evaluation --
-    def _eval_index(self, split) -> list[int]:
-        idx = self.index[SPLITS[split]]
+    def _eval_index(self, split, bucket=None) -> list[int]:
+        idx = self.index[SPLITS[split]] if bucket is None else self.test_buckets[bucket]
         size = self.test_size if split == "test" else self.val_size
         if size is not None and size < len(idx):
             g = torch.Generator().manual_seed(self.split_seed)
@@ -406,15 +438,16 @@ class Translation(Task):
     def eval_batches(self, split):
         if split not in SPLITS:
             raise TaskError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-        by_len: dict[int, list[int]] = defaultdict(list)
-        for i in self._eval_index(split):
-            by_len[len(self.pairs[i][0])].append(i)
         batches = []
-        for length in sorted(by_len):
-            ids = by_len[length]
-            for k in range(0, len(ids), self.eval_batch_size):
-                chunk = ids[k:k + self.eval_batch_size]
-                batches.append({**self._encode_batch(chunk, "cpu"), "refs": self._refs(chunk)})
+        for bucket in (self.test_buckets if split == "test" else [self.gap]):
+            by_len: dict[int, list[int]] = defaultdict(list)
+            for i in self._eval_index(split, bucket if split == "test" else None):
+                by_len[len(self.pairs[i][0])].append(i)
+            for length in sorted(by_len):
+                ids = by_len[length]
+                for k in range(0, len(ids), self.eval_batch_size):
+                    chunk = ids[k:k + self.eval_batch_size]
+                    batches.append({**self._encode_batch(chunk, "cpu"), "refs": self._refs(chunk), "bucket": bucket})
         return batches
 
     @torch.no_grad()
@@ -430,16 +463,37 @@ class Translation(Task):
             ids = greedy_decode(model, src, v.bos, v.eos, max_len)
         else:
             ids = beam_decode(model, src, v.bos, v.eos, max_len, self.beam_size)
-        hyps = [" ".join(v.decode(s, strip=(text.PAD, text.BOS, text.EOS, text.UNK))) for s in ids]
+        lang = self.tgt_lang if self.detokenize else None
+        hyps = [detokenize(v.decode(s, strip=(text.PAD, text.BOS, text.EOS)), lang) for s in ids]  # <unk> stays
         return {"nll_sum": nll.item(), "count": int((tgt_out != v.pad).sum()), "hyps": hyps,
-                "refs": list(batch["refs"])}
+                "refs": list(batch["refs"]), "bucket": batch.get("bucket", self.gap)}
 
     def eval_metrics(self, outputs):
-        count = sum(o["count"] for o in outputs)
-        loss = sum(o["nll_sum"] for o in outputs) / count if count else math.nan
-        hyps = [h for o in outputs for h in o["hyps"]]
-        refs = [r for o in outputs for r in o["refs"]]
-        # hyps are 13a tokens joined by spaces: sacrebleu's own 13a pass leaves them as they are
-        bleu = sacrebleu.corpus_bleu(hyps, [refs], force=True).score if hyps else math.nan
-        return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bleu": float(bleu),
-                "sentences": float(len(hyps)), "baseline_bleu": self.baseline}
+        """Headline over the gap's bucket; with several buckets tested, each one's BLEU and size too."""
+        scorer = self._bleu()
+
+        def bleu(outs):
+            hyps = [h for o in outs for h in o["hyps"]]
+            return float(scorer.corpus_score(hyps, [[r for o in outs for r in o["refs"]]]).score) if hyps else math.nan
+
+        by_bucket: dict[int, list] = defaultdict(list)
+        for o in outputs:
+            by_bucket[o.get("bucket", self.gap)].append(o)
+        own = by_bucket.get(self.gap, outputs)
+        count = sum(o["count"] for o in own)
+        loss = sum(o["nll_sum"] for o in own) / count if count else math.nan
+        metrics = {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bleu": bleu(own),
+                   "sentences": float(sum(len(o["hyps"]) for o in own)), "baseline_bleu": self.baseline,
+                   "lowercase": float(self.lowercase)}
+        small = []
+        if len(by_bucket) > 1:
+            for e in sorted(by_bucket):
+                n = sum(len(o["hyps"]) for o in by_bucket[e])
+                metrics.update({f"bleu_{e}": bleu(by_bucket[e]), f"sentences_{e}": float(n)})
+                small += [f"{e} ({n} sentences)"] if n < SMALL_BUCKET else []
+            metrics["bleu_all"] = bleu(outputs)
+        elif metrics["sentences"] < SMALL_BUCKET:
+            small.append(f"{self.gap} ({int(metrics['sentences'])} sentences)")
+        self.test_info = {"bleu_signature": str(scorer.get_signature()),
+                          "small_buckets": ", ".join(small)}  # BLEU on < 100 sentences is noisy
+        return metrics

@@ -47,15 +47,34 @@ def test_copy_baselines():
     assert task.eval_metrics([stats])["loss"] == pytest.approx(task.baseline_loss, rel=1e-6)
 
 
+@pytest.mark.parametrize("markers", ["anywhere", "halves"])
 @pytest.mark.parametrize("T", [2, 3, 50, 601])
-def test_adding_layout(T):
-    x, y = adding_batch(256, T, seeded_generator(0, 1))
+def test_adding_layout(T, markers):
+    x, y = adding_batch(256, T, seeded_generator(0, 1), markers=markers)
     assert x.shape == (256, T, 2) and y.shape == (256,)
     marks = x[..., 1]
-    assert ((marks == 0) | (marks == 1)).all() and (marks.sum(1) == 2).all(), "exactly two marked positions"
-    assert (marks[:, : T // 2].sum(1) == 1).all(), "one in the first half, one in the second"
+    assert ((marks == 0) | (marks == 1)).all() and (marks.sum(1) == 2).all(), "exactly two distinct marked positions"
+    if markers == "halves":
+        assert (marks[:, : T // 2].sum(1) == 1).all(), "one in the first half, one in the second"
     assert torch.allclose((x[..., 0] * marks).sum(1), y)
     assert ((x[..., 0] >= 0) & (x[..., 0] <= 1)).all()
+
+
+def test_adding_marker_statistics():
+    """Bai et al. 2018 / locuslab/TCN draw two distinct positions uniformly: both land in the second half
+    of a long sequence with probability ~1/4 and the earlier one lies 2T/3 before the end on average;
+    one-per-half never puts both in the second half and the earlier one lies 3T/4 before the end."""
+    T, n = 600, 40000
+    for markers, both_late, lead in [("anywhere", 0.25, 2 / 3), ("halves", 0.0, 0.75)]:
+        marks = adding_batch(n, T, seeded_generator(0, 1), markers=markers)[0][..., 1]
+        pos = marks.nonzero()[:, 1].view(n, 2)
+        share = (pos[:, 0] >= T // 2).float().mean().item()
+        assert share == pytest.approx(both_late, abs=0.01), markers
+        assert ((T - pos[:, 0]).float().mean() / T).item() == pytest.approx(lead, abs=0.01), markers
+    counts = adding_batch(n, 8, seeded_generator(0, 2))[0][..., 1].sum(0)  # uniform over positions
+    assert (counts / (2 * n) - 1 / 8).abs().max() < 0.01
+    with pytest.raises(TaskError, match="markers"):
+        build_task("adding", gap=10, seed=0, batch_size=4, markers="ends")
 
 
 def test_adding_baseline_is_the_variance_of_the_sum():

@@ -134,7 +134,7 @@ class SpyLM(nn.Module):
 def test_eval_context_is_exactly_gap(cls, gap):
     task = cls(gap, 0, 4, eval_tokens=300, eval_batch_size=64)
     stream = task.streams["test"].tolist()
-    batches = task.eval_batches("test")
+    batches = task.context_batches("test")
     targets = torch.cat([b["targets"] for b in batches])
     assert targets.numel() == 300 and targets.unique().numel() == 300 and int(targets.min()) >= gap
     for b in batches:
@@ -149,13 +149,13 @@ def test_eval_context_is_exactly_gap(cls, gap):
 
 
 def test_eval_positions_are_fixed_and_shared_across_gaps():
-    a = WordLM(5, 0, 4, eval_tokens=1000).eval_batches("test")
-    b = WordLM(5, 0, 4, eval_tokens=1000).eval_batches("test")
-    c = WordLM(50, 0, 4, eval_tokens=1000).eval_batches("test")
+    a = WordLM(5, 0, 4, eval_tokens=1000).context_batches("test")
+    b = WordLM(5, 0, 4, eval_tokens=1000).context_batches("test")
+    c = WordLM(50, 0, 4, eval_tokens=1000).context_batches("test")
     ta, tb, tc = (torch.cat([x["targets"] for x in bs]) for bs in (a, b, c))
     assert torch.equal(ta, tb)
     assert len(set(ta.tolist()) & set(tc.tolist())) >= 990  # same sample, minus positions < gap
-    full = WordLM(5, 0, 4, eval_tokens=None).eval_batches("test")
+    full = WordLM(5, 0, 4, eval_tokens=None).context_batches("test")
     assert sum(x["targets"].numel() for x in full) == 82430 - 5
 
 
@@ -185,7 +185,7 @@ def test_shipped_bible_corpus():
 def test_buckets_partition_the_corpus():
     edges = translation.DEFAULT_BUCKETS
     path = str(text.resolve_corpus(None, translation.DEFAULT_CORPUS))
-    pairs, _, splits, buckets = translation.prepared_corpus(path, True, edges, 0.05, 0.1, 0)
+    pairs, _, splits, buckets = translation.prepared_corpus(path, False, edges, 0.05, 0.1, 0)
     all_idx = torch.cat(list(splits.values())).sort().values
     assert torch.equal(all_idx, torch.arange(len(pairs)))  # splits partition the corpus
     seen = [i for split in buckets.values() for b in split.values() for i in b]
@@ -200,7 +200,7 @@ def test_buckets_partition_the_corpus():
 
 
 def test_translation_task_uses_its_bucket():
-    task = Translation(30, 0, 16, test_size=50)
+    task = Translation(30, 0, 16, test_size=50, train_on="bucket")
     assert all(20 < len(task.pairs[i][0]) <= 30 for split in task.index.values() for i in split)
     b = task.train_batch(0, CPU)
     assert b["src"].shape[0] == 16 and 20 < b["src"].shape[1] <= 30 and (b["src"] != 0).all()
@@ -209,8 +209,10 @@ def test_translation_task_uses_its_bucket():
     assert torch.equal(b["tgt_in"][:, 1:][words], b["tgt_out"][:, :-1][words])
     assert (b["tgt_in"][:, 0] == task.tgt_vocab.bos).all()
     assert sum(len(x["refs"]) for x in task.eval_batches("test")) == 50
-    allb = Translation(30, 0, 16, train_on="all")
+    allb = Translation(30, 0, 16, train_on="all", test_size=50)
     assert len(allb.index["train"]) > len(task.index["train"]) and allb.index["test"] == task.index["test"]
+    tested = [x["bucket"] for x in allb.eval_batches("test")]
+    assert sorted(set(tested)) == list(translation.DEFAULT_BUCKETS) and tested.count(30) >= 1
 
 
 def test_loading_works_offline(monkeypatch):
@@ -230,7 +232,7 @@ def test_loading_works_offline(monkeypatch):
 # tiny end-to-end training through the Task interface
 # --------------------------------------------------------------------------------------------------------
 def test_lm_word_trains():
-    task = WordLM(10, 0, 16, emb_size=16, eval_tokens=500)
+    task = WordLM(10, 0, 16, emb_size=16, eval_tokens=500, vocab_size=500)  # small softmax: the full test stream is scored too
     losses, m = train_and_score(task, steps=40)
     assert sum(losses[-5:]) < sum(losses[:5]) and m["tokens"] == 500 and m["ppl"] > 1
 
@@ -238,16 +240,16 @@ def test_lm_word_trains():
 def test_lm_char_trains():
     task = CharLM(20, 0, 16, emb_size=8, eval_tokens=500)
     losses, m = train_and_score(task, steps=40)
-    assert sum(losses[-5:]) < sum(losses[:5]) and 0 < m["bpc"] < 8
+    assert sum(losses[-5:]) < sum(losses[:5]) and 0 < m["bpc"] < 8 and m["tokens_stream"] == 442423 - 1
 
 
 def test_translation_trains_greedy_and_beam_with_attention():
-    task = Translation(10, 0, 16, src_vocab_size=1000, tgt_vocab_size=1000, emb_size=16, test_size=40)
+    task = Translation(10, 0, 16, src_vocab_size=1000, tgt_vocab_size=1000, emb_size=16, test_size=40, train_on="bucket")
     losses, m = train_and_score(task, steps=30)
     assert sum(losses[-5:]) < sum(losses[:5]) and 0 <= m["bleu"] <= 100 and m["sentences"] == 40
     # attention + beam search, with a real cell whose state is a single tensor
     from gapbench import cells
-    att = Translation(10, 0, 8, src_vocab_size=500, tgt_vocab_size=500, emb_size=8, test_size=10,
+    att = Translation(10, 0, 8, src_vocab_size=500, tgt_vocab_size=500, emb_size=8, test_size=10, train_on="bucket",
                       attention=True, beam_size=3)
     _, m = train_and_score(att, hidden=16, steps=5, make_cell=lambda n_in: cells.build("gru", n_in, 16))
     assert 0 <= m["bleu"] <= 100

@@ -40,6 +40,14 @@ PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enabl
 # Keys added after rows were stored, at a default that computes exactly what the code did before
 # the key existed: left out of the hash at that default, so earlier run ids stay valid.
 NEUTRAL_DEFAULTS = {("cell", "layers"): 1, ("cell", "dropout"): 0.0}
+NEUTRAL_DEFAULTS.update({  # issue 12: optimiser choice and schedule, the LMs' protocol, model options, own corpora
+    ("optim", "name"): "adam", ("optim", "decay_after_epochs"): None, ("optim", "decay_factor"): 0.5,
+    ("task", "protocol"): "context", ("task", "tie_weights"): False, ("task", "init_range"): None,
+    ("task", "path"): None,  # translation rows change id anyway (issue 12 changes how BLEU is scored)
+    # the adding rows stored before task.markers existed put one marker in each half: they are the
+    # halves variant; the new default, anywhere, is a different task and gets new run ids
+    ("task", "markers"): "halves",
+})
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -234,7 +242,8 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     task = make_task(cfg)
     torch.set_num_threads(_threads(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                       optim=OmegaConf.to_container(cfg.optim, resolve=True))
 
     sweep_id = _sweep_id(cfg)
     last_ckpt = job_dir / jobstate.LAST
@@ -290,6 +299,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             "torch_version": torch.__version__, "config_hash": chash,
             "diverged_at_step": diverged_at, "error": error,
             **{f"test/{k}": v for k, v in metrics.items()},
+            **{f"test/{k}": v for k, v in getattr(task, "test_info", {}).items()},  # strings (BLEU signature)
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }

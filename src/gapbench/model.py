@@ -8,6 +8,7 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from gapbench import optim
 from gapbench.tasks.base import Task
 
 
@@ -41,10 +42,12 @@ class TaskData(L.LightningDataModule):
 
 
 class GapModule(L.LightningModule):
-    def __init__(self, task: Task, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, task: Task, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+                 optim: dict | None = None):
         super().__init__()
         self.task, self.model = task, model
         self.lr, self.weight_decay = lr, weight_decay
+        self.optim = {**(optim or {}), "lr": lr, "weight_decay": weight_decay}  # name and schedule: gapbench.optim
         self._eval_outputs: list[dict] = []
         self.test_metrics: dict[str, float] = {}
 
@@ -87,7 +90,19 @@ class GapModule(L.LightningModule):
         self.test_metrics = {k: float(v) for k, v in self._eval_end("test").items()}
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt, schedule = optim.build(self.model.parameters(), self.optim, getattr(self.task, "steps_per_epoch", None))
+        if schedule is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # a task with state between training steps (the LMs' carried recurrent state) keeps it in checkpoints
+    def on_save_checkpoint(self, checkpoint):
+        if hasattr(self.task, "checkpoint_state"):
+            checkpoint["task_state"] = self.task.checkpoint_state()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "task_state" in checkpoint and hasattr(self.task, "load_checkpoint_state"):
+            self.task.load_checkpoint_state(checkpoint["task_state"])
 
 
 def finite(x: float) -> bool:

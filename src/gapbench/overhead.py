@@ -42,7 +42,8 @@ def _cfg(results_dir, overrides):
 
 
 class BareLoop:
-    """The training step of a job written as plain PyTorch: generate the batch, loss, backward, clip, Adam."""
+    """The training step of a job written as plain PyTorch: generate the batch, loss, backward, clip, the
+    job's optimiser (and rate schedule)."""
 
     def __init__(self, cfg):
         from gapbench.job import make_model, make_task
@@ -50,7 +51,12 @@ class BareLoop:
         self.task = make_task(cfg)
         torch.manual_seed(cfg.seed)
         self.model = make_model(cfg, self.task)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        from omegaconf import OmegaConf
+
+        from gapbench import optim
+
+        self.opt, self.schedule = optim.build(self.model.parameters(), OmegaConf.to_container(cfg.optim, resolve=True),
+                                              getattr(self.task, "steps_per_epoch", None))
         self.clip = cfg.trainer.gradient_clip_val
         self.index = 0
 
@@ -65,6 +71,8 @@ class BareLoop:
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.opt.step()
+        if self.schedule is not None:
+            self.schedule.step()
         self.index += 1
         t1 = time.perf_counter()
         return t1 - t0, generated - t0
@@ -103,9 +111,11 @@ def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, flo
     from gapbench.job import run_job
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = _cfg(d, [f"trainer.max_steps={warmup + steps + 1}",
-                       f"trainer.val_check_interval={10**9}", "task.test_size=64", "task.val_size=64",
+        cfg = _cfg(d, [f"trainer.max_steps={warmup + steps + 1}", f"trainer.val_check_interval={10**9}",
                        "probe.at=[]", *overrides])
+        for key in ("test_size", "val_size", "eval_tokens", "val_tokens"):  # small held-out sets, where the task has them
+            if key in cfg.task:
+                cfg.task[key] = 64
         cfg.trainer.accelerator = "cpu"  # the bare loop runs on the CPU; compare like with like
         clock = Interleaved(BareLoop(cfg), warmup)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

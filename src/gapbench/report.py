@@ -579,8 +579,10 @@ def published_markdown(cmp: pd.DataFrame, published: pd.DataFrame) -> str:
         sizes = ", ".join(f"{r.task} ≈{r.model_size}" for r in s.itertuples())
     return ("# Published numbers side by side\n\n"
             f"Source: {sources}. Ours: mean ± sample std (n finished seeds) of the column named, over our runs "
-            "with the same task, gap and cell; 'not run' where there are none. The paper tuned each model to "
-            f"a fixed parameter budget ({sizes}) and trained to convergence; our runs use the settings stored in "
+            "with the same task, gap and cell; 'not run' where there are none. "
+            + (f"The paper tuned each model to a fixed parameter budget ({sizes}) and trained to convergence; "
+               if sizes else "")
+            + "Our runs use the settings stored in "
             "their `cfg.*` columns (hidden size, steps), so compare the order of magnitude, not the digits.\n\n"
             + show.to_markdown(index=False) + "\n\n" + (f"Notes:\n\n{notes}" if notes else ""))
 

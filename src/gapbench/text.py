@@ -256,3 +256,45 @@ def tokenized_parallel(path: str | Path, lowercase: bool) -> tuple[tuple[tuple[s
 
 def nats_to_bits(x: float) -> float:
     return x / math.log(2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a user's language-modelling corpus: DIR/train.txt, valid.txt, test.txt (the WikiText / PTB file layout)
+# ----------------------------------------------------------------------------------------------------------
+LM_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+
+
+def lm_corpus_files(path: str | Path) -> dict[str, Path]:
+    """The three split files of an LM corpus directory; TaskError naming the first one missing."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise TaskError(f"task.path={str(path)!r} is not a directory; give a folder holding train.txt, "
+                        "valid.txt and test.txt (one sentence or paragraph per line), or null for the Penn Treebank")
+    files = {split: d / name for split, name in LM_FILES.items()}
+    for split, f in files.items():
+        if not f.is_file():
+            raise TaskError(f"corpus {d} has no {f.name} (an LM corpus folder holds train.txt, valid.txt and "
+                            "test.txt, one sentence or paragraph per line)")
+    return files
+
+
+@functools.lru_cache(maxsize=8)
+def _read_text_lines(path: str, mtime: float, size: int) -> tuple[str, ...]:
+    lines = []
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                lines.append(raw.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError as e:
+                raise TaskError(f"corpus {path}, line {lineno}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                                "save the corpus as UTF-8") from None
+    if not any(line.strip() for line in lines):
+        raise TaskError(f"corpus {path} is empty (no text on any line); every split needs text")
+    return tuple(lines)
+
+
+def read_text_lines(path: str | Path) -> tuple[str, ...]:
+    """The lines of a UTF-8 text file without their line ends, blank ones included (an LM gives every
+    line, blank or not, its <eos>, as the WikiText reference code does); TaskError for bytes that are
+    not UTF-8 (with the line number) or a file without text. Cached per (path, mtime, size)."""
+    return _read_text_lines(*_stamp(path))

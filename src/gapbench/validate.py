@@ -127,6 +127,7 @@ def check_config(cfg: DictConfig | dict) -> None:
     check_trainer(dict(cfg.trainer))
     check_pair(cfg.cell.name, task_cls)
     task_cls.check_options(cfg.gap, **task_opts)
+    _check_optim(cfg, task_cls)
     on_gpu = cfg.trainer.accelerator in ("gpu", "cuda") or (cfg.trainer.accelerator == "auto" and _cuda())
     params = parameter_count(cfg.task.name, cfg.gap, cfg.task.batch_size, task_opts, cfg.cell.name,
                              cfg.cell.hidden_size, cells.options(cfg.cell))
@@ -136,6 +137,18 @@ def check_config(cfg: DictConfig | dict) -> None:
     if cfg.logger.name == "wandb" and cfg.wandb.mode == "online" and not _wandb_credentials():
         raise ConfigError("wandb.mode=online needs W&B credentials (run `wandb login` or set WANDB_API_KEY); "
                           "or use wandb.mode=offline and `wandb sync` later")
+
+
+def _check_optim(cfg: DictConfig, task_cls) -> None:
+    from gapbench import optim
+
+    try:
+        optim.check(dict(cfg.optim))
+    except optim.OptimError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.optim.get("decay_after_epochs") is not None and not hasattr(task_cls, "steps_per_epoch"):
+        raise ConfigError(f"optim.decay_after_epochs needs a task with epochs (lm_word, lm_char); task {task_cls.name} "
+                          "draws fresh data every step: use optim.decay_after_epochs=null")
 
 
 def _cuda() -> bool:
