@@ -16,9 +16,6 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gapbench.tasks import TaskError
-from gapbench.validate import ConfigError, check_config
-
 MAX_CHECKED = 2000  # larger sweeps: jobs beyond this are still checked when they start
 GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher")
 
@@ -42,6 +39,9 @@ def _expand(overrides: list[str]) -> list[list[str]]:
 
 def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     """None if every job of this command line is valid, else the one-line reason."""
+    from gapbench.tasks import TaskError  # imports torch: not at module level, so `--help` stays fast
+    from gapbench.validate import ConfigError, check_config
+
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
