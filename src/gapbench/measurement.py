@@ -9,7 +9,6 @@ from omegaconf import DictConfig
 
 DEBUG_TRAINER_KEYS = ("fast_dev_run", "overfit_batches", "limit_train_batches", "limit_val_batches",
                       "limit_test_batches", "profiler")
-UNLIMITED = (None, False, 0, 0.0, 1.0)  # values that leave the trainer as a full run (limit 1.0 = all batches)
 
 
 def _debug_choice() -> str | None:
@@ -28,6 +27,10 @@ def not_a_measurement(cfg: DictConfig) -> str | None:
         return f"debug={choice}"
     for key in DEBUG_TRAINER_KEYS:
         value = cfg.trainer.get(key)
-        if value not in UNLIMITED or (key == "limit_train_batches" and value not in (None, 1.0)):
+        if key.startswith("limit_"):  # Lightning: an int is a number of batches, a float a fraction; 1.0 = all
+            full = value is None or (isinstance(value, float) and value == 1.0)
+        else:
+            full = not value  # fast_dev_run=false, overfit_batches=0, profiler=null
+        if not full:
             return f"trainer.{key}={value}"
     return None
