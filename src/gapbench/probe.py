@@ -100,9 +100,11 @@ class GradientProbe(L.Callback):
             lg.log_metrics({f"gates/{k}": v for k, v in gates.items()}, step=step)
             if type(lg).__name__ == "WandbLogger":
                 import wandb
+                # keyed by the fraction of training, not the step, so panels line up across runs and budgets
+                pct = round(100 * step / max(1, (trainer.max_steps or step + 1) - 1))
                 table = wandb.Table(data=[[t, g] for t, g in enumerate(norms)], columns=["t", "grad_norm"])
-                lg.experiment.log({f"grad_norm_vs_t/step{step}": wandb.plot.line(
-                    table, "t", "grad_norm", title=f"||dL/dh_t|| at step {step}")}, commit=False)
+                lg.experiment.log({f"grad_norm_vs_t/at_{pct:03d}pct": wandb.plot.line(
+                    table, "t", "grad_norm", title=f"||dL/dh_t|| at {pct}% of training (step {step})")}, commit=False)
 
     def state_dict(self):
         return {"records": self.records, "last_gates": self.last_gates}
