@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 180  # a job past this is reported as "> 180 s" (the old default can take 10x longer under load)
 SETTINGS = {  # name: (extra environment, extra overrides)
     "default (PASSIVE, all cores)": ({}, []),
     "old default (ACTIVE, all cores)": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
@@ -28,9 +30,16 @@ def job_seconds(env: dict, overrides: list[str], steps: int, store: Path) -> flo
     args = [sys.executable, str(ROOT / "run.py"), "cell=gru", "gap=10", "logger=none", "progress=false",
             "probe.at=[]", f"trainer.max_steps={steps}", "trainer.max_time=null", "rerun=true",
             f"results_dir={store}", *overrides]
-    subprocess.run(args, env={**os.environ, **env}, check=True, capture_output=True)
+    try:
+        subprocess.run(args, env={**os.environ, **env}, check=True, capture_output=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # spin-waiting threads: stop, and report "> TIMEOUT_S"
+        return math.inf
     (row,) = [json.loads(p.read_text()) for p in (store / "runs").glob("*.json")]
     return row["wall_s"]
+
+
+def _s(x: float, unit: str = "") -> str:
+    return f"> {TIMEOUT_S} s" if math.isinf(x) and not unit else "inf" if math.isinf(x) else f"{x:.2f}{unit}"
 
 
 def main() -> None:
@@ -52,7 +61,7 @@ def main() -> None:
             finally:
                 spinner.kill()
                 spinner.wait()
-        print(f"| {name} | {min(idle):.2f} | {min(busy):.2f} | {min(busy) / min(idle):.2f}x |", flush=True)
+        print(f"| {name} | {_s(min(idle))} | {_s(min(busy))} | {_s(min(busy) / min(idle), 'x')} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

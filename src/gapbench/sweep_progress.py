@@ -71,13 +71,11 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 
 def sweep_name(config: DictConfig) -> str:
-    """A readable name for a run or sweep: the experiment's name, else the keys it sweeps
-    (e.g. `cell-gap`), else `run`."""
+    """A readable name for a multirun: the experiment's name, else the keys it sweeps (e.g. `cell-gap`)."""
     choice = config.hydra.runtime.choices.get("experiment")
     if choice:
         return str(choice)
-    keys = swept_keys(config) if config.hydra.mode.name == "MULTIRUN" else []
-    return "-".join(k.replace("/", ".") for k in keys) or "run"
+    return "-".join(k.replace("/", ".") for k in swept_keys(config)) or "sweep"
 
 
 def sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
