@@ -58,5 +58,5 @@ def test_bad_value_inside_a_sweep_stops_before_any_job(cli, tmp_path):
 def test_help_lists_the_choices(cli):
     r = cli("--help")
     assert r.returncode == 0
-    for word in ("cell:", "lstm_peephole", "gru_cho", "task:", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
+    for word in ("cell=", "lstm_peephole", "gru_cho", "task=", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
         assert word in r.stdout

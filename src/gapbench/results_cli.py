@@ -27,7 +27,7 @@ LS_COLUMNS = ["run_id", "task", "cell", "gap", "seed", "status", "score_name", "
 NOT_A_CONDITION = {"cfg.cell.name", "cfg.gap", "cfg.seed", "cfg.results_dir", "cfg.sweep_id", "cfg.rerun",
                    "cfg.threads", "cfg.progress", "cfg.checkpoint_every", "cfg.logger.name", "cfg.verbose",
                    "cfg.eval_only", "cfg.ckpt_path", "cfg.trainer.enable_progress_bar", "cfg.trainer.log_every_n_steps",
-                   "cfg.trainer.enable_model_summary", "cfg.trainer.num_sanity_val_steps", "cfg.cell.hidden_size"}
+                   "cfg.trainer.enable_model_summary", "cfg.trainer.num_sanity_val_steps"}
 
 
 class CliError(Exception):
