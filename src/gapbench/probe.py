@@ -110,4 +110,6 @@ class GradientProbe(L.Callback):
         return {"records": self.records, "last_gates": self.last_gates}
 
     def load_state_dict(self, state):
-        self.records, self.last_gates = state["records"], state["last_gates"]
+        # a continued job starts from another job's checkpoint: keep only this job's own curves
+        self.records = [r for r in state["records"] if r.get("run_id") == self.meta.get("run_id")]
+        self.last_gates = state["last_gates"]
