@@ -110,6 +110,8 @@ class GradientProbe(L.Callback):
         return {"records": self.records, "last_gates": self.last_gates}
 
     def load_state_dict(self, state):
-        # a continued job starts from another job's checkpoint: keep only this job's own curves
-        self.records = [r for r in state["records"] if r.get("run_id") == self.meta.get("run_id")]
+        # a continued job starts from another job's checkpoint: of that job's curves keep those at this
+        # job's own probe steps (step 0: the same weights and batch), under this job's id
+        self.records = [{**r, **self.meta} for r in state["records"]
+                        if r.get("run_id") == self.meta.get("run_id") or r["train_step"] in self.at_steps]
         self.last_gates = state["last_gates"]
