@@ -1,30 +1,51 @@
 """gapbench entry point: `python run.py [-m] key=value ...` (see `python run.py --help`)."""
+import os
 import sys
-from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
+# Before torch starts: torch's OpenMP threads otherwise spin-wait for each other, and a 2-thread
+# job runs ~7x slower while any other process is busy on the CPU (docs/performance.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from gapbench.job import run_job
-from gapbench.preflight import preflight
-from gapbench.signals import forward_to_workers
-from gapbench.tasks import TaskError
-from gapbench.validate import ConfigError
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import gapbench.help  # noqa: E402,F401  (resolvers used by `--help`)
 
 CONF = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    # imported here, not above: torch, Lightning and W&B take seconds, and `--help` needs none of them
+    from gapbench.quiet import quiet
+
+    quiet(cfg.verbose, wandb=cfg.logger.name == "wandb")
+    from gapbench import sweep_progress
+    from gapbench.job import run_job
+    from gapbench.tasks import TaskError
+    from gapbench.validate import ConfigError
+
     try:
+        if cfg.eval_only:
+            from gapbench.evaluate import run_eval
+
+            return run_eval(cfg)["score"]
         row = run_job(cfg)
     except (ConfigError, TaskError) as e:  # caught again here for jobs preflight could not see (e.g. memory)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    sweep_progress.job_finished(row)  # for the sweep's progress line and final table
     return row.get("score")  # the objective for Hydra sweepers such as Optuna
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] in (["--help"], ["-h"]):  # Hydra's help lists every group of its own first: ~3 s
+        print(gapbench.help.render())
+        sys.exit(0)
+    from gapbench.preflight import preflight
+
     preflight(sys.argv[1:], CONF)
     forward_to_workers()  # SIGTERM/SIGINT stop a sweep's worker processes with it
     main()

@@ -18,6 +18,7 @@ def test_joblib_runs_jobs_in_parallel_processes_with_split_threads(cli, tmp_path
     cores = len(os.sched_getaffinity(0))
     assert (df.threads == max(1, cores // 2)).all(), "torch threads = cores / parallel jobs"
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
+    assert "job 1/2" in r.stdout and "job 2/2" in r.stdout and "sweep done: 2/2 jobs" in r.stdout, r.stdout
 
 
 def test_submitit_local_launcher(cli, tmp_path):

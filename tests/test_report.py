@@ -271,5 +271,9 @@ def test_cli_wandb_offline_writes_under_results(tmp_path, monkeypatch):
     copy_run = next(r for r in runs if list(r.glob("files/media/table/copy/scores_*.table.json")))
     assert list(copy_run.glob("files/media/table/copy/horizon_*.table.json"))
     assert list(copy_run.glob("files/media/images/copy/score_vs_gap_*.png"))
+    import json
+    (chart,) = copy_run.glob("files/media/table/copy/score_vs_gap_chart_table_*.table.json")  # interactive chart
+    table = json.loads(chart.read_text())
+    assert table["columns"] == ["step", "lineKey", "lineVal"] and {r[1] for r in table["data"]} >= {"rnn", "lstm"}
     assert {k: os.environ.get(k) for k in before} == before  # W&B env restored for the caller
     print(f"wandb offline report: {time.time() - t0:.1f} s")

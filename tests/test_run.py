@@ -21,6 +21,15 @@ def test_multirun_leaves_one_row_and_one_wandb_run_per_job(cli, tmp_path):
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 4, "each job is its own W&B run"
     assert all(list(run.glob("*.wandb")) for run in runs)
+    # quiet: per job one progress, one start and one end line; then the sweep's table
+    out = (r.stdout + r.stderr).splitlines()
+    assert [line for line in out if "] - job " in line][-1].split(" - ")[1].startswith("job 4/4  cell=gru gap=100")
+    assert sum(" - start " in line for line in out) == 4 and sum(" - end " in line for line in out) == 4
+    assert any("sweep done: 4/4 jobs" in line for line in out)
+    table = out[next(i for i, line in enumerate(out) if "sweep done" in line) + 1:]
+    assert table[0].split()[:4] == ["job", "task", "cell", "gap"] and len(table) >= 6
+    assert len(out) <= 3 * 4 + 2 + len(table), "\n".join(out)
+    assert not [line for line in out if line.startswith("wandb:") or "Warning" in line or "GPU available" in line]
 
 
 @pytest.mark.parametrize("arg,expected", [
@@ -49,5 +58,5 @@ def test_bad_value_inside_a_sweep_stops_before_any_job(cli, tmp_path):
 def test_help_lists_the_choices(cli):
     r = cli("--help")
     assert r.returncode == 0
-    for word in ("cell:", "lstm_peephole", "gru_cho", "task:", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
+    for word in ("cell=", "lstm_peephole", "gru_cho", "task=", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
         assert word in r.stdout

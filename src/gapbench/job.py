@@ -16,13 +16,16 @@ import lightning.pytorch as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, jobstate, results, tasks
+from gapbench import cells, continuation, jobstate, results, sweep_progress, tasks
+from gapbench.evaluate import ConfigInCheckpoint
+from gapbench.measurement import not_a_measurement
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
+from gapbench.progress import StepProgressBar
 from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
 from gapbench.tasks import Task, build_task
 from gapbench.validate import ConfigError, check_config
@@ -32,7 +35,8 @@ log = logging.getLogger("gapbench")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
 # Keys that change how a job is shown or stored, never what it computes: left out of the config hash.
-PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb"}
+PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb",
+                     "verbose", "eval_only", "ckpt_path"}
 PROGRESS_EVERY = 10  # progress=true: redraw the bar every 10 steps (a redraw costs ~0.2 ms on this CPU)
 PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enable_progress_bar", "num_sanity_val_steps"}
 
@@ -64,7 +68,9 @@ def _sweep_id(cfg: DictConfig) -> str:
         return str(cfg.sweep_id)
     try:
         hc = HydraConfig.get()
-        return Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir).name
+        folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
+        name = sweep_progress.sweep_info(folder).get("name") or hc.runtime.choices.get("experiment") or "run"
+        return f"{name}_{folder.name}"  # readable (experiment or swept keys) and unique (the launch time)
     except ValueError:  # not launched through Hydra (tests, notebooks)
         return dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
@@ -91,7 +97,9 @@ def cpu_cores() -> int:
 
 def _threads(cfg: DictConfig) -> int:
     if cfg.threads:
-        return int(cfg.threads)
+        if int(cfg.threads) > cpu_cores():  # more threads than cores only adds waiting (~20x slower here)
+            log.warning("threads=%d capped to %d, the cores available to this process", cfg.threads, cpu_cores())
+        return min(int(cfg.threads), cpu_cores())
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # submitit/SLURM: the allocation is the budget
         return int(os.environ["SLURM_CPUS_PER_TASK"])
     cores = cpu_cores()
@@ -132,7 +140,7 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         return WandbLogger(id=wandb_id, project=cfg.wandb.project, save_dir=str(results_dir))
     run = _start_wandb(cfg.wandb.mode, results_dir, dict(
         project=cfg.wandb.project, entity=cfg.wandb.entity,
-        name=f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}", id=wandb_id, resume="allow",
+        name=sweep_progress.run_name(cfg, run_id), id=wandb_id, resume="allow",
         group=sweep_id, job_type=cfg.task.name, dir=str(results_dir),
         tags=[cfg.task.name, cfg.cell.name, f"gap{cfg.gap}"],
         config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
@@ -249,6 +257,10 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     last_ckpt = job_dir / jobstate.LAST
     resume = jobstate.usable_checkpoint(job_dir)  # an unreadable one is moved aside with one line
     resume_from = str(resume) if resume else None
+    parent = None if resume_from or cfg.rerun else continuation.find_parent(results_dir, config, run_id, config_hash)
+    if parent:
+        resume_from = parent["checkpoint"]
+    debug = not_a_measurement(cfg)
     logger = _make_logger(cfg, config, run_id, sweep_id, results_dir, job_dir)
     trainer_kwargs = dict(config["trainer"])
     redraw_every = PROGRESS_EVERY if cfg.progress is True else int(cfg.progress or 0)
@@ -263,8 +275,8 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
-                   probe, StopOnSignal(stop, last_ckpt),
-                   *([TQDMProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
+                   probe, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
+                   *([StepProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
     started = dt.datetime.now(dt.timezone.utc)
@@ -272,8 +284,10 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     status, diverged_at, error = "finished", None, None
     try:
         try:
-            if resume_from:
-                log.info("resuming %s from %s", run_id, resume_from)
+            log.info("start %s: up to %d steps%s%s", run_id, max_steps,
+                     f" or {cfg.trainer.max_time}" if cfg.trainer.get("max_time") else "",
+                     f", continuing {parent['run_id']} from step {parent['steps']}" if parent else
+                     f", resuming from {resume_from}" if resume_from else "")
             trainer.fit(module, datamodule=TaskData(task), ckpt_path=resume_from, weights_only=True)
         except Diverged as e:
             status, diverged_at, error = "diverged", e.step, str(e)
@@ -298,21 +312,30 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             "device": _device_name(trainer), "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "config_hash": chash,
             "diverged_at_step": diverged_at, "error": error,
+            "continued_from": parent and parent["run_id"], "continued_from_step": parent and parent["steps"],
             **{f"test/{k}": v for k, v in metrics.items()},
             **{f"test/{k}": v for k, v in getattr(task, "test_info", {}).items()},  # strings (BLEU signature)
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }
         if logger and cfg.logger.name == "wandb":
-            logger.experiment.summary.update({k: row[k] for k in ("status", "steps", "wall_s", "score_name",
-                                                                    "score", "baseline", "test_loss")})
+            logger.experiment.summary.update({
+                **{k: row[k] for k in ("status", "steps", "wall_s", "score_name", "score", "baseline", "test_loss",
+                                       "stopped_by", "higher_is_better", "run_id", "continued_from")},
+                "direction": "maximize" if task.higher_is_better else "minimize",
+                "budget/max_steps": max_steps, "budget/max_time": cfg.trainer.get("max_time")})
         if not trainer.is_global_zero:  # DDP: one row per job, written by rank 0
             return row
+        if debug:
+            log.info("end %s %s: %s=%.4g (baseline %.4g) after %d steps in %.0f s -> not stored (%s is not a "
+                     "full measurement)", run_id, status, task.score_name, row["score"], task.baseline,
+                     row["steps"], wall_s, debug)
+            return {**row, "status": f"{status} (debug, not stored)"}
         if probe.records:
             results.append_curve(results_dir, run_id, probe.records)
         path = results.append_run(results_dir, row)
-        log.info("%s %s: %s=%.4g (baseline %.4g) after %d steps in %.0f s -> %s", run_id, status,
-                 task.score_name, row["score"], task.baseline, row["steps"], wall_s, path)
+        log.info("end %s %s: %s=%.4g (baseline %.4g) after %d steps (stopped by %s) in %.0f s -> %s", run_id, status,
+                 task.score_name, row["score"], task.baseline, row["steps"], row["stopped_by"], wall_s, path)
         return row
     finally:
         if logger and cfg.logger.name == "wandb":

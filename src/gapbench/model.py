@@ -54,6 +54,8 @@ class GapModule(L.LightningModule):
     def training_step(self, _tick, batch_idx):
         # under DDP each rank draws its own batches; on one device this is just global_step
         index = self.global_step * self.trainer.world_size + self.trainer.global_rank
+        if self.trainer.overfit_batches:  # debug=overfit: the same few batches over and over
+            index = batch_idx
         batch = self.task.train_batch(index, self.device)
         loss, logs = self.task.training_loss(self.model, batch)
         if not torch.isfinite(loss):

@@ -131,12 +131,18 @@ class GradientProbe(L.Callback):
             lg.log_metrics({f"gates/{k}": v for k, v in gates.items()}, step=step)
             if type(lg).__name__ == "WandbLogger":
                 import wandb
+                # keyed by the fraction of training, not the step, so panels line up across runs and budgets
+                pct = round(100 * step / max(1, (trainer.max_steps or step + 1) - 1))
                 table = wandb.Table(data=[[t, g] for t, g in enumerate(norms)], columns=["t", "grad_norm"])
-                lg.experiment.log({f"grad_norm_vs_t/step{step}": wandb.plot.line(
-                    table, "t", "grad_norm", title=f"{WRT_TEXT[of]} at step {step}")}, commit=False)
+                lg.experiment.log({f"grad_norm_vs_t/at_{pct:03d}pct": wandb.plot.line(
+                    table, "t", "grad_norm", title=f"{WRT_TEXT[of]} at {pct}% of training (step {step})")}, commit=False)
 
     def state_dict(self):
         return {"records": self.records, "last_gates": self.last_gates}
 
     def load_state_dict(self, state):
-        self.records, self.last_gates = state["records"], state["last_gates"]
+        # a continued job starts from another job's checkpoint: of that job's curves keep those at this
+        # job's own probe steps (step 0: the same weights and batch), under this job's id
+        self.records = [{**r, **self.meta} for r in state["records"]
+                        if r.get("run_id") == self.meta.get("run_id") or r["train_step"] in self.at_steps]
+        self.last_gates = state["last_gates"]

@@ -726,7 +726,8 @@ def _wandb_env(results_dir: Path):
 def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline", project: str = "gapbench",
               entity: str | None = None) -> list[str]:
     """One W&B run per sweep_id (job_type='report', group=sweep_id): the score, horizon and
-    published tables as wandb.Table, the score-vs-gap plots as wandb.Image. Returns the run dirs."""
+    published tables as wandb.Table, the score-vs-gap plots as wandb.Image and as an interactive
+    line chart per task (wandb.plot.line_series, one line per cell). Returns the run dirs."""
     import wandb
     results_dir = Path(results_dir).absolute()
     df = prepare(runs)
@@ -741,6 +742,7 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
                                  job_type="report", group=sweep, name=f"report-{sweep}",
                                  config={"sweep_id": sweep, "runs": len(sub), "tasks": sorted(sub["task"].unique())})
                 payload: dict[str, Any] = {}
+                summary: dict[str, Any] = {}
                 for task in sorted(sub["task"].unique()):
                     rep = task_report(sub, task)
                     s = rep.summary.assign(entry=[entry(m, sd, n) for m, sd, n in
@@ -751,8 +753,19 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
                     payload[f"{task}/score_vs_gap"] = wandb.Image(
                         _figure_array(degradation_figure(rep)),
                         caption=f"{rep.title}: {rep.score_name} vs gap; band = {BAND}")
+                    # the same plot as an interactive chart: one line per cell, mean over seeds
+                    lines = [(c, g.dropna(subset=["mean"]).sort_values("gap"))
+                             for c, g in s.groupby("cell", sort=False)]
+                    lines = [(c, g) for c in cell_order(s["cell"]) for cc, g in lines if cc == c and len(g)]
+                    if lines:
+                        payload[f"{task}/score_vs_gap_chart"] = wandb.plot.line_series(
+                            xs=[g["gap"].astype(int).tolist() for _, g in lines],
+                            ys=[g["mean"].astype(float).tolist() for _, g in lines], keys=[c for c, _ in lines],
+                            title=f"{rep.title}: mean {rep.score_name} over seeds vs gap", xname="gap")
+                    summary[f"{task}/score_name"] = rep.score_name
+                    summary[f"{task}/cells"] = len(lines)
                 run.log(payload)
-                run.summary.update({"runs": len(sub), "finished": int((sub["status"] == "finished").sum())})
+                run.summary.update({"runs": len(sub), "finished": int((sub["status"] == "finished").sum()), **summary})
                 dirs.append(str(getattr(run, "dir", "") or ""))
             finally:
                 wandb.finish()

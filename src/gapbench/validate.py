@@ -116,6 +116,14 @@ def check_config(cfg: DictConfig | dict) -> None:
     _bool("rerun", cfg.rerun)
     check_optim(cfg.optim)
     check_wandb(cfg.wandb)
+    for key in ("verbose", "eval_only"):
+        if cfg.get(key) not in (True, False, None):
+            raise ConfigError(f"{key}={cfg.get(key)!r} is invalid; valid: true, false")
+    if cfg.get("ckpt_path") and not cfg.get("eval_only"):
+        raise ConfigError("ckpt_path is read only with eval_only=true (evaluate a checkpoint); to continue a finished "
+                          "job, run its command again with a larger trainer.max_steps")
+    if cfg.get("eval_only") and not cfg.get("ckpt_path"):
+        raise ConfigError("eval_only=true needs ckpt_path=...; e.g. ckpt_path=results/jobs/RUN_ID/last.ckpt")
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     check_task_option_values(task_cls, task_opts)

@@ -1,0 +1,76 @@
+"""A researcher's daily use: help, thread cap, sweep progress (in-process parts; run.py ones in test_run)."""
+import logging
+import resource
+import subprocess
+import sys
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gapbench import help as gb_help
+from gapbench import sweep_progress
+from gapbench.preflight import check_command_line
+
+from conftest import ROOT
+
+CONF = ROOT / "conf"
+
+
+def test_help_is_fast_and_lists_every_group_and_every_key():
+    probe = ("import runpy, sys\nsys.argv = ['run.py', '--help']\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit:\n    pass\nprint('HEAVY', sorted({'torch', 'lightning', 'wandb'} & set(sys.modules)))")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert r.returncode == 0 and not r.stderr
+    assert "HEAVY []" in r.stdout, "--help imports none of torch, Lightning, W&B"
+    # CPU seconds, not wall: the shared test machine's load would make a wall-clock bound flaky
+    assert cpu < 2, f"--help took {cpu:.1f} CPU s"
+    for group in ("cell", "task", "logger", "trainer", "experiment", "debug"):
+        line = next(line for line in r.stdout.splitlines() if line.strip().startswith(f"{group}="))
+        assert all(p.stem in line for p in (CONF / group).glob("*.yaml")), line
+    launchers = next(line for line in r.stdout.splitlines() if line.strip().startswith("hydra/launcher="))
+    assert all(name in launchers for name in ("basic", "joblib", "slurm", "submitit_local"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config"))
+    documented = {key: doc for key, _, doc in gb_help.documented_keys()}
+    leaves = [k for k, v in cfg.items() if not isinstance(v, dict)]
+    leaves += [f"{k}.{kk}" for k, v in cfg.items() if isinstance(v, dict) and k in ("probe", "optim", "wandb")
+               for kk in v]
+    for key in leaves:
+        assert documented.get(key), f"top-level key {key} has no one-line meaning in conf/config.yaml"
+        assert f"  {key}=" in r.stdout
+
+
+def test_eval_and_ckpt_path_refused_alone(tmp_path):
+    assert "needs ckpt_path" in check_command_line(["eval_only=true", f"results_dir={tmp_path}"], CONF)
+    assert "only with eval_only=true" in check_command_line(["ckpt_path=x.ckpt", f"results_dir={tmp_path}"], CONF)
+    assert check_command_line(["debug=fast", f"results_dir={tmp_path}"], CONF) is None
+
+
+def test_threads_above_the_cores_are_capped_with_one_line(caplog):
+    from gapbench.job import _threads, cpu_cores
+
+    caplog.set_level(logging.WARNING, logger="gapbench")
+    assert _threads(OmegaConf.create({"threads": 999})) == cpu_cores()
+    assert len(caplog.records) == 1 and "capped" in caplog.text
+
+
+def test_sweep_job_count_and_name():
+    def multirun(*overrides):
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.types import RunMode
+
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # the config a multirun starts with
+            return GlobalHydra.instance().config_loader().load_configuration(
+                "config", list(overrides), run_mode=RunMode.MULTIRUN)
+
+    cfg = multirun("cell=lstm,gru", "gap=10,20,50")
+    assert sweep_progress.count_jobs(cfg) == 6 and sweep_progress.sweep_name(cfg) == "cell-gap"
+    cfg = multirun("experiment=cpu_copy", "seed=0")
+    assert sweep_progress.count_jobs(cfg) == 24 and sweep_progress.sweep_name(cfg) == "cpu_copy"
+    rows = [{"job": 2, "task": "copy", "cell": "gru", "gap": 10, "seed": 0, "status": "finished", "score": 0.5,
+             "baseline": 0.125, "steps": 20, "wall_s": 65.0}, {"job": 1, "status": "failed"}]
+    text = sweep_progress.table(rows)
+    assert text.index("failed") < text.index("gru") and "1:05" in text
