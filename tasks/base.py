@@ -36,6 +36,7 @@ class Task(ABC):
     score_title: ClassVar[str]         # the headline metric in words, e.g. "recall accuracy"
     solved_text: ClassVar[str | None] = None  # the "solved" criterion in words; None: the task has none
     min_gap: ClassVar[int] = 1
+    continuous_gap: ClassVar[bool] = True  # False: only some gaps are valid (translation's buckets); no horizon search
 
     def __init__(self, gap: int, seed: int, batch_size: int, **opts: Any):
         if not isinstance(gap, int) or isinstance(gap, bool) or gap < self.min_gap:

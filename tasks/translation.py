@@ -269,6 +269,7 @@ class Translation(Task):
                    "at gap (one of task.buckets)")
     title = "Translation"
     score_title = "BLEU"
+    continuous_gap = False  # gap must be one of the bucket edges
 
     def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=True,
                  train_on="bucket", valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000,

@@ -20,7 +20,7 @@ from gapbench.tasks import TaskError
 from gapbench.validate import ConfigError, check_config
 
 MAX_CHECKED = 2000  # larger sweeps: jobs beyond this are still checked when they start
-GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher")
+GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
 
 
 def _choices(group: str) -> list[str]:

@@ -70,6 +70,10 @@ def check_config(cfg: DictConfig) -> None:
         _int("threads", cfg.threads, 1)
     if cfg.progress is not True and cfg.progress is not False:
         _int("progress", cfg.progress, 1, " (steps between progress-bar redraws), or false for no bar")
+    stop = cfg.get("stop_when_solved", False)
+    if not isinstance(stop, bool) or (stop and task_cls.solved_text is None):
+        raise ConfigError(f"stop_when_solved={stop!r} is invalid for task {task_cls.name}: valid: false, or true for a task "
+                          f"with a solved criterion ({', '.join(n for n in tasks.names() if tasks.task_class(n).solved_text)})")
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     try:
