@@ -145,3 +145,11 @@ def test_horizon_sweeper_refuses_a_task_without_a_continuous_gap(tmp_path, monke
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "continuous gap" in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "horizons").exists()
+
+
+def test_the_comparison_grid_has_the_search_resolution():
+    from gapbench.horizon_cost import grid_gaps
+
+    gaps = grid_gaps(1, 2000, 1.5)
+    assert gaps[0] == 1 and gaps[-2] < 2000 <= gaps[-1]
+    assert all(1 < b / a <= 1.5 or b - a == 1 for a, b in zip(gaps, gaps[1:]))

@@ -4,9 +4,11 @@
 
 For each search of a `hydra/sweeper=horizon` sweep (results_dir/horizons/<sweep>.json) it counts the
 jobs the search trained, their training steps, their time steps (steps x unrolled sequence length:
-the machine-independent cost) and their measured wall time (rows' wall_s). The grid it compares with
-has gaps min_gap * factor^k (rounded, deduplicated) up to the largest gap any search of the sweep
-tried, so it brackets every horizon the search found to the same factor; a grid job trains its whole
+the machine-independent cost) and their measured wall time (rows' wall_s). It compares two grids
+of gaps min_gap * factor^k (rounded down, consecutive ratio <= factor): "explored", up to the
+largest gap any search of the sweep tried (the smallest grid that brackets every horizon the search
+found to the same factor: it presumes knowing where the horizons lie), and "full", up to the
+search's max_gap (the range the search was allowed, fixed before any job ran). A grid job trains its whole
 budget (trainer.max_steps, no stop_when_solved), so its steps and time steps are exact counts. The
 grid's time is an estimate: each job's steps times the per-step time at its sequence length, from a
 straight line fitted per cell to the search's own jobs (wall_s / steps against sequence length).
@@ -52,6 +54,7 @@ def sweep_cost(results_dir: Path, sweep: str) -> pd.DataFrame:
     jobs["time_steps"] = jobs["steps"] * jobs["seq_len"]
     jobs["s_per_step"] = jobs["wall_s"] / jobs["steps"]
     gaps = grid_gaps(int(jobs["min_gap"].min()), int(jobs["gap"].max()), factor)
+    full = grid_gaps(int(jobs["min_gap"].min()), int(hz["max_gap"]), factor)
     out = []
     for cell, c in jobs.groupby("cell", sort=False):
         slope, icpt = np.polyfit(c["seq_len"], c["s_per_step"], 1) if c["seq_len"].nunique() > 1 else (0.0, c["s_per_step"].mean())
@@ -61,27 +64,29 @@ def sweep_cost(results_dir: Path, sweep: str) -> pd.DataFrame:
         n_seeds = c["seed"].nunique()
         out.append({"task": c["task"].iloc[0], "cell": cell, "seeds": n_seeds,
                     "brackets": ", ".join(c.drop_duplicates("seed")["bracket"]),
-                    "search jobs": len(c), "grid jobs": len(gaps) * n_seeds,
+                    "search jobs": len(c), "grid jobs": len(gaps) * n_seeds, "full grid jobs": len(full) * n_seeds,
                     "search time steps": int(c["time_steps"].sum()),
                     "grid time steps": int(budget * seq.sum() * n_seeds),
                     "search wall s": float(c["wall_s"].sum()),
                     "grid wall s (est.)": float(budget * np.clip(icpt + slope * seq, 0, None).sum() * n_seeds)})
     table = pd.DataFrame(out)
-    table.attrs.update(grid=gaps, factor=factor)
+    table.attrs.update(grid=gaps, full=full, factor=factor)
     return table
 
 
 def markdown(table: pd.DataFrame) -> str:
     total = table.sum(numeric_only=True)
-    lines = [f"Grid gaps (ratio <= {table.attrs['factor']}): {', '.join(map(str, table.attrs['grid']))}", "",
-             "| cell | seeds | brackets | jobs search / grid | time steps search / grid | wall s search / grid (est.) |",
-             "|---|---|---|---|---|---|"]
+    full = table.attrs["full"]
+    lines = [f"Explored grid (ratio <= {table.attrs['factor']}): {', '.join(map(str, table.attrs['grid']))}; "
+             f"full grid: {len(full)} gaps, {full[0]} ... {full[-1]}", "",
+             "| cell | seeds | brackets | jobs: search / grid / full grid | time steps: search / grid "
+             "| wall s: search / grid (est.) |", "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        lines.append(f"| {r['cell']} | {r['seeds']} | {r['brackets']} | {r['search jobs']} / {r['grid jobs']} | "
+        lines.append(f"| {r['cell']} | {r['seeds']} | {r['brackets']} | {r['search jobs']} / {r['grid jobs']} / {r['full grid jobs']} | "
                      f"{r['search time steps']:.3g} / {r['grid time steps']:.3g} | "
                      f"{r['search wall s']:.0f} / {r['grid wall s (est.)']:.0f} |")
-    lines.append(f"| **all** | | | {total['search jobs']:.0f} / {total['grid jobs']:.0f} "
-                 f"({total['search jobs'] / total['grid jobs']:.0%}) | "
+    lines.append(f"| **all** | | | {total['search jobs']:.0f} / {total['grid jobs']:.0f} / {total['full grid jobs']:.0f} "
+                 f"({total['search jobs'] / total['grid jobs']:.0%} / {total['search jobs'] / total['full grid jobs']:.0%}) | "
                  f"{total['search time steps']:.3g} / {total['grid time steps']:.3g} "
                  f"({total['search time steps'] / total['grid time steps']:.0%}) | "
                  f"{total['search wall s']:.0f} / {total['grid wall s (est.)']:.0f} "
