@@ -9,7 +9,9 @@ of gaps min_gap * factor^k (rounded down, consecutive ratio <= factor): "explore
 largest gap any search of the sweep tried (the smallest grid that brackets every horizon the search
 found to the same factor: it presumes knowing where the horizons lie), and "full", up to the
 search's max_gap (the range the search was allowed, fixed before any job ran). A grid job trains its whole
-budget (trainer.max_steps, no stop_when_solved), so its steps and time steps are exact counts. The
+budget (trainer.max_steps, no stop_when_solved), so its steps and time steps are exact counts. For a
+grid whose jobs also stop when solved, an estimate: a job at or above a search's failed gap trains
+its whole budget, any other the mean steps that search's solved jobs took. The
 grid's time is an estimate: each job's steps times the per-step time at its sequence length, from a
 straight line fitted per cell to the search's own jobs (wall_s / steps against sequence length).
 """
@@ -28,10 +30,10 @@ from gapbench import results, tasks
 
 
 def grid_gaps(min_gap: int, max_gap: int, factor: float) -> list[int]:
-    """Log-spaced integer gaps from min_gap with consecutive ratio <= factor, the last >= max_gap."""
+    """Log-spaced integer gaps from min_gap to max_gap with consecutive ratio <= factor."""
     gaps, g = [], float(min_gap)
     while True:
-        gap = max(round(g), gaps[-1] + 1 if gaps else min_gap)
+        gap = min(max_gap, max(round(g), gaps[-1] + 1 if gaps else min_gap))
         gaps.append(gap)
         if gap >= max_gap:
             return gaps
@@ -49,6 +51,7 @@ def sweep_cost(results_dir: Path, sweep: str) -> pd.DataFrame:
             rows.append({"task": s["task"], "cell": s["cell"], "seed": s["seed"], "bracket": s["bracket"],
                          "gap": t["gap"], "seq_len": cls.steps_for_gap(t["gap"]), "steps": run["steps"],
                          "max_steps": run["cfg.trainer.max_steps"], "wall_s": run["wall_s"],
+                         "failed_gap": s["failed_gap"],
                          "min_gap": max(cls.min_gap, 1)})
     jobs = pd.DataFrame(rows)
     jobs["time_steps"] = jobs["steps"] * jobs["seq_len"]
@@ -62,11 +65,18 @@ def sweep_cost(results_dir: Path, sweep: str) -> pd.DataFrame:
         seq = np.array([cls.steps_for_gap(g) for g in gaps])
         budget = int(c["max_steps"].iloc[0])
         n_seeds = c["seed"].nunique()
+        stop_est = 0
+        for _, per_seed in c.groupby("seed"):
+            hi = per_seed["failed_gap"].iloc[0]
+            hi = None if pd.isna(hi) else hi
+            solved = per_seed[per_seed["gap"] < (hi if hi is not None else math.inf)]["steps"]
+            steps = np.where([hi is not None and g >= hi for g in gaps], budget, solved.mean() if len(solved) else budget)
+            stop_est += int((steps * seq).sum())
         out.append({"task": c["task"].iloc[0], "cell": cell, "seeds": n_seeds,
                     "brackets": ", ".join(c.drop_duplicates("seed")["bracket"]),
                     "search jobs": len(c), "grid jobs": len(gaps) * n_seeds, "full grid jobs": len(full) * n_seeds,
                     "search time steps": int(c["time_steps"].sum()),
-                    "grid time steps": int(budget * seq.sum() * n_seeds),
+                    "grid time steps": int(budget * seq.sum() * n_seeds), "stop grid time steps (est.)": stop_est,
                     "search wall s": float(c["wall_s"].sum()),
                     "grid wall s (est.)": float(budget * np.clip(icpt + slope * seq, 0, None).sum() * n_seeds)})
     table = pd.DataFrame(out)
@@ -79,16 +89,17 @@ def markdown(table: pd.DataFrame) -> str:
     full = table.attrs["full"]
     lines = [f"Explored grid (ratio <= {table.attrs['factor']}): {', '.join(map(str, table.attrs['grid']))}; "
              f"full grid: {len(full)} gaps, {full[0]} ... {full[-1]}", "",
-             "| cell | seeds | brackets | jobs: search / grid / full grid | time steps: search / grid "
-             "| wall s: search / grid (est.) |", "|---|---|---|---|---|---|"]
+             "| cell | seeds | brackets | jobs: search / grid / full grid | time steps: search / grid / "
+             "grid stopping when solved (est.) | wall s: search / grid (est.) |", "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         lines.append(f"| {r['cell']} | {r['seeds']} | {r['brackets']} | {r['search jobs']} / {r['grid jobs']} / {r['full grid jobs']} | "
-                     f"{r['search time steps']:.3g} / {r['grid time steps']:.3g} | "
+                     f"{r['search time steps']:.3g} / {r['grid time steps']:.3g} / {r['stop grid time steps (est.)']:.3g} | "
                      f"{r['search wall s']:.0f} / {r['grid wall s (est.)']:.0f} |")
     lines.append(f"| **all** | | | {total['search jobs']:.0f} / {total['grid jobs']:.0f} / {total['full grid jobs']:.0f} "
                  f"({total['search jobs'] / total['grid jobs']:.0%} / {total['search jobs'] / total['full grid jobs']:.0%}) | "
-                 f"{total['search time steps']:.3g} / {total['grid time steps']:.3g} "
-                 f"({total['search time steps'] / total['grid time steps']:.0%}) | "
+                 f"{total['search time steps']:.3g} / {total['grid time steps']:.3g} / {total['stop grid time steps (est.)']:.3g} "
+                 f"({total['search time steps'] / total['grid time steps']:.0%} / "
+                 f"{total['search time steps'] / total['stop grid time steps (est.)']:.0%}) | "
                  f"{total['search wall s']:.0f} / {total['grid wall s (est.)']:.0f} "
                  f"({total['search wall s'] / total['grid wall s (est.)']:.0%}) |")
     return "\n".join(lines)
