@@ -37,6 +37,7 @@ class Task(ABC):
     solved_text: ClassVar[str | None] = None  # the "solved" criterion in words; None: the task has none
     min_gap: ClassVar[int] = 1
     requires: ClassVar[tuple[str, ...]] = ()  # model capabilities it needs (gapbench.cells.CAPABILITIES)
+    continuous_gap: ClassVar[bool] = True  # False: only some gaps are valid (translation's buckets); no horizon search
 
     def __init__(self, gap: int, seed: int, batch_size: int, **opts: Any):
         if not isinstance(gap, int) or isinstance(gap, bool) or gap < self.min_gap:

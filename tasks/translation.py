@@ -289,6 +289,7 @@ class Translation(Task):
     title = "Translation"
     requires = ("recurrent", "has_step")  # the decoder starts from the encoder's state and steps
     score_title = "BLEU"
+    continuous_gap = False  # gap must be one of the bucket edges
 
     def __init__(self, gap, seed, batch_size, path=None, buckets=DEFAULT_BUCKETS, lowercase=False,
                  train_on="all", valid_frac=0.05, test_frac=0.1, split_seed=0, src_vocab_size=8000,

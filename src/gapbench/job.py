@@ -27,6 +27,7 @@ from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.progress import StepProgressBar
 from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
+from gapbench.stopping import StopWhenSolved
 from gapbench.tasks import Task, build_task
 from gapbench.validate import ConfigError, check_config
 
@@ -52,15 +53,24 @@ NEUTRAL_DEFAULTS.update({  # issue 12: optimiser choice and schedule, the LMs' p
     # halves variant; the new default, anywhere, is a different task and gets new run ids
     ("task", "markers"): "halves",
 })
+NEUTRAL_DEFAULTS[(None, "stop_when_solved")] = False  # group None: a top-level key
 
 
 def config_hash(config: dict[str, Any]) -> str:
     ident = {k: v for k, v in config.items() if k not in PRESENTATION_KEYS and k != "hydra"}
     ident["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in PRESENTATION_TRAINER_KEYS}
     for (group, key), neutral in NEUTRAL_DEFAULTS.items():
-        if isinstance(ident.get(group), dict) and key in ident[group] and ident[group][key] == neutral:
+        if group is None and key in ident and ident[key] == neutral:
+            del ident[key]
+        elif isinstance(ident.get(group), dict) and key in ident[group] and ident[group][key] == neutral:
             ident[group] = {k: v for k, v in ident[group].items() if k != key}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def job_run_id(cfg: DictConfig) -> str:
+    """The id a job's row is stored under (results.run_path): names for people, the config hash for identity."""
+    chash = config_hash(OmegaConf.to_container(cfg, resolve=True))
+    return f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}-{chash[:8]}"
 
 
 def _sweep_id(cfg: DictConfig) -> str:
@@ -206,7 +216,7 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
     config = OmegaConf.to_container(cfg, resolve=True)
     results_dir = Path(to_absolute_path(cfg.results_dir)).expanduser()
     chash = config_hash(config)
-    run_id = f"{cfg.task.name}-{cfg.cell.name}-gap{cfg.gap}-s{cfg.seed}-{chash[:8]}"
+    run_id = job_run_id(cfg)
     done = results.read_run(results_dir, run_id)
     if _finished(done) and not cfg.rerun:
         return _log_skip(done, results_dir)
@@ -270,12 +280,13 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     max_steps = int(cfg.trainer.max_steps)
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
+    solved = StopWhenSolved(task, stop=bool(cfg.get("stop_when_solved", False)))
     trainer = L.Trainer(
         **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
         plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
-                   probe, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
+                   probe, solved, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
                    *([StepProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
@@ -302,7 +313,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             "run_id": run_id, "sweep_id": sweep_id, "task": cfg.task.name, "cell": cfg.cell.name,
             "gap": cfg.gap, "seed": cfg.seed, "status": status,
             "steps": int(trainer.global_step), "wall_s": wall_s,
-            "stopped_by": "diverged" if status == "diverged" else
+            "stopped_by": "diverged" if status == "diverged" else "solved" if solved.stopped else
                           "max_steps" if trainer.global_step >= max_steps else "max_time",
             "score_name": task.score_name, "score": metrics.get(task.score_name, float("nan")),
             "higher_is_better": task.higher_is_better, "test_loss": metrics.get("loss", float("nan")),
@@ -311,7 +322,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": _device_name(trainer), "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "config_hash": chash,
-            "diverged_at_step": diverged_at, "error": error,
+            "diverged_at_step": diverged_at, "error": error, "solved_at_step": solved.solved_at,
             "continued_from": parent and parent["run_id"], "continued_from_step": parent and parent["steps"],
             **{f"test/{k}": v for k, v in metrics.items()},
             **{f"test/{k}": v for k, v in getattr(task, "test_info", {}).items()},  # strings (BLEU signature)

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gapbench.tasks import TaskError
 from gapbench.validate import ConfigError, check_config, plain
 
-GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher")
+GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
 MAX_GROUP_COMBINATIONS = 64  # beyond this, group choices too are varied one at a time
 ADDABLE = ("cell", "task", "trainer")  # +KEY=... is refused unless a cell, task or Lightning's Trainer reads KEY
 

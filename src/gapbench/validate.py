@@ -124,6 +124,10 @@ def check_config(cfg: DictConfig | dict) -> None:
                           "job, run its command again with a larger trainer.max_steps")
     if cfg.get("eval_only") and not cfg.get("ckpt_path"):
         raise ConfigError("eval_only=true needs ckpt_path=...; e.g. ckpt_path=results/jobs/RUN_ID/last.ckpt")
+    stop = cfg.get("stop_when_solved", False)
+    if not isinstance(stop, bool) or (stop and task_cls.solved_text is None):
+        raise ConfigError(f"stop_when_solved={stop!r} is invalid for task {task_cls.name}: valid: false, or true for a task "
+                          f"with a solved criterion ({', '.join(n for n in tasks.names() if tasks.task_class(n).solved_text)})")
     task_opts = tasks.options(cfg.task)
     tasks.check_option_names(cfg.task.name, task_opts)
     check_task_option_values(task_cls, task_opts)

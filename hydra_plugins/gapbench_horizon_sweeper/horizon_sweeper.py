@@ -1,0 +1,183 @@
+"""The horizon sweeper: one gapbench.horizon_search.HorizonSearch per combination of the swept keys
+(cell x seed x ...), all advanced together, one round of jobs at a time, through the configured
+launcher (basic, joblib, slurm). Every job is an ordinary gapbench job, so a finished one is skipped
+when the search is run again: a killed search resumes where it stopped and retrains nothing.
+
+A job counts as solved by its stored row (results_dir/runs/<run_id>.json): under stop_when_solved
+(on by default here) when it reached the task's criterion on the validation set (`solved_at_step`);
+otherwise by the task's criterion on its final validation score where the row has one, else on its
+test score. Each round prints one line per search; the brackets go to results_dir/horizons/<sweep_id>.json
+after every round. The rows the jobs leave are the source of truth for the report's horizon estimate.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from gapbench import results, tasks
+from gapbench.horizon_search import HorizonSearch
+
+HORIZONS = "horizons"
+
+
+def _refuse(message: str) -> None:
+    """Bad input: one line, exit 2, nothing written (the checks run before the first job)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def job_solved(row: dict[str, Any], task_cls: type) -> bool:
+    """Whether a stored job row solved its task (see the module docstring)."""
+    if row.get("status") == "diverged":
+        return False
+    if row.get("cfg.stop_when_solved") and "solved_at_step" in row:
+        return row["solved_at_step"] is not None
+    for key in (f"val/{row.get('score_name')}", "val_score"):
+        value = row.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return bool(task_cls.is_solved(value, row["baseline"]))
+    return bool(task_cls.is_solved(row["score"], row["baseline"]))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class HorizonSweeper(Sweeper):
+    def __init__(self, factor: float = 1.5, grow: float = 2.0, min_gap: Optional[int] = None,
+                 max_gap: int = 2000, params: Optional[Dict[str, str]] = None) -> None:
+        super().__init__()
+        self.factor, self.grow, self.min_gap, self.max_gap = factor, grow, min_gap, max_gap
+        self.params = params or {}
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # -- the searches: one per combination of the swept keys ---------------------------------------
+    def _combinations(self, arguments: List[str]) -> tuple[list[list[str]], list[str]]:
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        for o in overrides:
+            if o.get_key_element().lstrip("+~") == "gap" and o.is_sweep_override():
+                _refuse("the horizon sweeper chooses the gaps itself; give one start gap (gap=G), not a list")
+        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+        return BasicSweeper.split_arguments(overrides, None)[0], swept
+
+    def _search_for(self, combo: list[str]) -> tuple[HorizonSearch, type, dict[str, Any]]:
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, combo)
+        task_cls = tasks.task_class(cfg.task.name)
+        if not getattr(task_cls, "continuous_gap", True):
+            _refuse(f"task {task_cls.name} has no continuous gap ({task_cls.gap_meaning}); the horizon sweeper "
+                    f"needs one: sweep its valid gaps with the basic sweeper instead")
+        if task_cls.solved_text is None:
+            _refuse(f"task {task_cls.name} has no solved criterion, so it has no horizon to search; "
+                    f"tasks with one: {', '.join(n for n in tasks.names() if tasks.task_class(n).solved_text)}")
+        min_gap = max(task_cls.min_gap, self.min_gap or task_cls.min_gap)
+        if not isinstance(cfg.gap, int) or not min_gap <= cfg.gap <= self.max_gap:
+            _refuse(f"gap={cfg.gap!r} is not a valid start gap: give an integer in [{min_gap}, {self.max_gap}] "
+                    f"(hydra.sweeper.min_gap / max_gap; task {task_cls.name}: gap = {task_cls.gap_meaning})")
+        try:
+            search = HorizonSearch(cfg.gap, min_gap, self.max_gap, self.factor, self.grow)
+        except ValueError as e:
+            _refuse(f"hydra.sweeper: {e}")
+        return search, task_cls, {"task": cfg.task.name, "cell": cfg.cell.name, "seed": cfg.seed}
+
+    def _row(self, ret: JobReturn) -> dict[str, Any]:
+        from gapbench.job import job_run_id
+
+        _ = ret.return_value  # raises the job's own exception if it failed
+        run_id = job_run_id(ret.cfg)
+        row = results.read_run(Path(ret.cfg.results_dir).expanduser(), run_id)
+        if row is None or row.get("status") not in ("finished", "diverged"):
+            print(f"horizon search stopped: job {run_id} did not finish; run the same command again to resume "
+                  f"(finished jobs are not trained again)", file=sys.stderr)
+            sys.exit(1)
+        return row
+
+    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        combos, swept = self._combinations(arguments)
+        extra = [] if any(_key(o) == "stop_when_solved" for c in combos for o in c) else ["stop_when_solved=true"]
+        searches = []
+        for combo in combos:
+            search, task_cls, names = self._search_for(combo)
+            label = " ".join(o for o in combo if _key(o) in swept) or "all"
+            searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
+                             "search": search, "task": task_cls, "names": names, "runs": {}})
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_id = str(self.config.get("sweep_id") or sweep_dir.name)
+        out = Path(str(self.config.results_dir)).expanduser() / HORIZONS / f"{sweep_id}.json"
+
+        returns: List[Sequence[JobReturn]] = []
+        job_idx, round_no = 0, 0
+        while True:
+            todo = [(s, s["search"].next_gap()) for s in searches if not s["search"].done]
+            if not todo:
+                break
+            round_no += 1
+            batch = [s["combo"] + extra + [f"gap={gap}"] for s, gap in todo]
+            if round_no == 1:  # composition errors surface before any job; later rounds differ only in gap
+                self.validate_batch_is_legal(batch)
+            print(f"horizon search, round {round_no}: {len(batch)} job(s)", flush=True)
+            rets = self.launcher.launch(batch, initial_job_idx=job_idx)
+            job_idx += len(batch)
+            returns.append(rets)
+            for (s, gap), ret in zip(todo, rets):
+                row = self._row(ret)
+                solved = job_solved(row, s["task"])
+                s["search"].record(gap, solved)
+                s["runs"][gap] = row["run_id"]
+                search = s["search"]
+                nxt = search.next_gap()
+                print(f"  {s['label']}: gap {gap} {'solved' if solved else 'failed'} -> bracket {search.text()}"
+                      + (f", next gap {nxt}" if nxt is not None else f" ({search.kind}, done)"), flush=True)
+            _write_json(out, self._summary(searches, sweep_id))
+        print(f"horizons ({len(searches)} searches, {job_idx} jobs) -> {out}", flush=True)
+        for s in searches:
+            print(f"  {s['label']}: {s['search'].text()}", flush=True)
+        return returns
+
+    def _summary(self, searches: list[dict], sweep_id: str) -> dict[str, Any]:
+        rows = []
+        for s in searches:
+            row = {**s["names"], "label": s["label"], "overrides": s["combo"], "criterion": s["task"].solved_text,
+                   **s["search"].as_dict()}
+            for t in row["tried"]:
+                t["run_id"] = s["runs"].get(t["gap"])
+            rows.append(row)
+        return {"sweep_id": sweep_id, "factor": self.factor, "grow": self.grow, "max_gap": self.max_gap,
+                "searches": rows}
