@@ -108,7 +108,9 @@ def solved_below_7(self, trainer, pl_module):
 def test_horizon_sweeper_brackets_and_a_killed_search_resumes_without_retraining(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(StopWhenSolved, "on_validation_end", solved_below_7)
     run_py = load_run_py()
-    real, calls = run_py.run_job, []
+    import gapbench.job
+
+    real, calls = gapbench.job.run_job, []  # run.py's main imports it at call time
 
     def killed_at_the_fourth_job(cfg):
         calls.append(int(cfg.gap))
@@ -118,14 +120,14 @@ def test_horizon_sweeper_brackets_and_a_killed_search_resumes_without_retraining
 
     args = ["task=adding", "cell=rnn,gru", "gap=4", "cell.hidden_size=4", "trainer.max_steps=20",
             "trainer.val_check_interval=10", "sweep_id=hz", f"results_dir={tmp_path}", *TINY]
-    monkeypatch.setattr(run_py, "run_job", killed_at_the_fourth_job)
+    monkeypatch.setattr(gapbench.job, "run_job", killed_at_the_fourth_job)
     with pytest.raises(KeyboardInterrupt):
         multirun(monkeypatch, run_py, *args)
     runs = tmp_path / "runs"
     first = {p.name: json.loads(p.read_text())["finished_at"] for p in runs.glob("*.json")}
     assert len(first) == 3  # round 1 (gap 4, both cells) and the first job of round 2
 
-    monkeypatch.setattr(run_py, "run_job", real)
+    monkeypatch.setattr(gapbench.job, "run_job", real)
     multirun(monkeypatch, run_py, *args)
     out = capsys.readouterr().out
     assert "cell=rnn: gap 8 failed -> bracket [4, 8), next gap 6" in out

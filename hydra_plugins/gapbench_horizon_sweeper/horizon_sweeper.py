@@ -26,7 +26,6 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import results, tasks
 from gapbench.horizon_search import HorizonSearch
 
 HORIZONS = "horizons"
@@ -95,6 +94,8 @@ class HorizonSweeper(Sweeper):
         return BasicSweeper.split_arguments(overrides, None)[0], swept
 
     def _search_for(self, combo: list[str]) -> tuple[HorizonSearch, type, dict[str, Any]]:
+        from gapbench import tasks  # imports torch: not at module level, Hydra loads this plugin for `--help`
+
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, combo)
         task_cls = tasks.task_class(cfg.task.name)
         if not getattr(task_cls, "continuous_gap", True):
@@ -114,6 +115,8 @@ class HorizonSweeper(Sweeper):
         return search, task_cls, {"task": cfg.task.name, "cell": cfg.cell.name, "seed": cfg.seed}
 
     def _row(self, ret: JobReturn) -> dict[str, Any]:
+        from gapbench import results  # imports pandas: not at module level (see _search_for)
+
         from gapbench.job import job_run_id
 
         _ = ret.return_value  # raises the job's own exception if it failed

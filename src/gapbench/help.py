@@ -11,7 +11,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-EXTRA_GROUPS = {"hydra/launcher": "how a sweep's jobs run: one after another, in parallel processes, on SLURM"}
+EXTRA_GROUPS = {"hydra/launcher": "how a sweep's jobs run: one after another, in parallel processes, on SLURM",
+                "hydra/sweeper": "which jobs a sweep runs: the whole grid (basic), or horizon (an adaptive search for each cell's memory horizon)"}
 GROUP_MEANING = {
     "cell": "the recurrent cell",
     "task": "the benchmark task (gap's meaning depends on it)",
