@@ -225,7 +225,7 @@ def test_signal_to_a_joblib_sweep_stops_its_workers_and_a_rerun_finishes_every_j
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     df = load_runs(tmp_path)
-    assert len(df) == 2 and (df.steps == 200).all() and (df.status == "finished").all()
+    assert len(df) == 2 and (df.steps == 400).all() and (df.status == "finished").all()
     assert len(_wandb_ids(tmp_path)) == 2, "one W&B run id per job, continued on resume"
 
 
