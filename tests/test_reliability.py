@@ -219,7 +219,7 @@ def test_signal_to_a_joblib_sweep_stops_its_workers_and_a_rerun_finishes_every_j
     while len(list(tmp_path.glob("jobs/*/last.ckpt"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
     sweep.send_signal(signum)
-    _, err = sweep.communicate(timeout=180)
+    err, _ = sweep.communicate(timeout=180)
     assert sweep.returncode == 128 + signum, err[-2000:]
     assert err.count("run the same command to resume") >= 3, err[-2000:]  # the sweep's line and each job's
     assert "interrupted by" in err and "Traceback" not in err
@@ -231,7 +231,7 @@ def test_signal_to_a_joblib_sweep_stops_its_workers_and_a_rerun_finishes_every_j
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     df = load_runs(tmp_path)
-    assert len(df) == 2 and (df.steps == 200).all() and (df.status == "finished").all()
+    assert len(df) == 2 and (df.steps == 400).all() and (df.status == "finished").all()
     assert len(_wandb_ids(tmp_path)) == 2, "one W&B run id per job, continued on resume"
 
 

@@ -142,11 +142,10 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         from lightning.pytorch.loggers import CSVLogger
         return CSVLogger(save_dir=str(results_dir / "csv"), name=run_id, version=0)
     from lightning.pytorch.loggers import WandbLogger
-    from lightning.pytorch.utilities import rank_zero_only
 
     _wandb_env(results_dir)
     wandb_id = jobstate.wandb_run_id(job_dir)  # a resumed job continues the same W&B run
-    if rank_zero_only.rank != 0:  # DDP: only rank 0 starts a W&B run; the others log nowhere
+    if _rank() != 0:  # DDP: only rank 0 starts a W&B run; the others log nowhere
         return WandbLogger(id=wandb_id, project=cfg.wandb.project, save_dir=str(results_dir))
     run = _start_wandb(cfg.wandb.mode, results_dir, dict(
         project=cfg.wandb.project, entity=cfg.wandb.entity,
@@ -222,8 +221,9 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         return _log_skip(done, results_dir)
 
     job_dir = results_dir / "jobs" / run_id
-    lock = jobstate.JobLock(job_dir)
-    if not lock.acquire():
+    # DDP: Lightning starts ranks 1.. inside rank 0's fit, which holds the lock; they join its job
+    lock = jobstate.JobLock(job_dir) if _rank() == 0 else None
+    if lock and not lock.acquire():
         log.warning("%s is running elsewhere (%s); skipped here", run_id, lock.describe_holder())
         return {"run_id": run_id, "status": "running elsewhere"}
     stop, row = StopRequest(), None
@@ -241,10 +241,17 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         log.warning("%s interrupted by %s %s; run the same command to resume",
                     run_id, signal.Signals(e.signum).name, when)
     finally:
-        lock.release()
+        if lock:
+            lock.release()
     if stop.signum is not None:
         stop.leave()  # exits 128 + signal number (after the row, if the job got that far)
     return row
+
+
+def _rank() -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
 
 
 def _cluster_plugins() -> list:
@@ -329,7 +336,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }
-        if logger and cfg.logger.name == "wandb":
+        if logger and cfg.logger.name == "wandb" and trainer.is_global_zero:  # other ranks have no W&B run
             logger.experiment.summary.update({
                 **{k: row[k] for k in ("status", "steps", "wall_s", "score_name", "score", "baseline", "test_loss",
                                        "stopped_by", "higher_is_better", "run_id", "continued_from")},
