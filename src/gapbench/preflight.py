@@ -34,7 +34,8 @@ def _expand(overrides: list[str]) -> list[list[str]]:
     for o in parsed:
         key = o.get_key_element()
         if o.is_sweep_override():
-            o.config_loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options
+            if GlobalHydra.instance().is_initialized():  # glob(...) sweeps list the group's options
+                o.config_loader = GlobalHydra.instance().config_loader()
             per_key.append([f"{key}={v}" for v in o.sweep_string_iterator()])
         else:
             per_key.append([o.input_line])
