@@ -39,7 +39,9 @@ def job_seconds(env: dict, overrides: list[str], steps: int, store: Path) -> flo
 
 
 def _s(x: float, unit: str = "") -> str:
-    return f"> {TIMEOUT_S} s" if math.isinf(x) and not unit else "inf" if math.isinf(x) else f"{x:.2f}{unit}"
+    if math.isnan(x) or (math.isinf(x) and unit):
+        return "n/a"
+    return f"> {TIMEOUT_S} s" if math.isinf(x) else f"{x:.2f}{unit}"
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Lightning's progress bar, labelled for step-budgeted jobs: `train` instead of `Training` then
 `Epoch 0` (a job is one endless epoch), no `v_num` (the logger's version, meaningless here), and no
-bar for the test pass (a second or two, reported by the job's end line)."""
+bar for the test pass (a second or two, reported by the job's end line); the training bar is
+cleared when the job ends, so a finished job leaves its start and end lines only."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,11 @@ class StepProgressBar(TQDMProgressBar):
     @property
     def train_description(self) -> str:
         return "train"
+
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.leave = False  # the job's end line replaces it
+        return bar
 
     def init_test_tqdm(self):
         return Tqdm(disable=True)
