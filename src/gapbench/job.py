@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from gapbench import cells, results, tasks
+from gapbench.conditions import condition_id
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.tasks import Task, build_task
@@ -186,6 +187,8 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
             log.warning("%s interrupted at step %d; run the same command again to resume", run_id, trainer.global_step)
             return {"run_id": run_id, "status": "interrupted"}
         if status == "finished":
+            if module.val_step != trainer.global_step:  # the row's val_score is the final model's
+                trainer.validate(module, datamodule=TaskData(task), verbose=False)
             trainer.test(module, datamodule=TaskData(task), verbose=False)
         wall_s = time.perf_counter() - t0
         metrics = module.test_metrics
@@ -198,12 +201,15 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
             "score_name": task.score_name, "score": metrics.get(task.score_name, float("nan")),
             "higher_is_better": task.higher_is_better, "test_loss": metrics.get("loss", float("nan")),
             "baseline": task.baseline,
+            "val_score": module.val_metrics.get(task.score_name, float("nan")), "val_step": module.val_step,
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": _device_name(trainer), "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "config_hash": chash,
+            "condition": condition_id(results.flatten({k: v for k, v in config.items() if k != "hydra"})),
             "diverged_at_step": diverged_at, "error": error,
             **{f"test/{k}": v for k, v in metrics.items()},
+            **{f"val/{k}": v for k, v in module.val_metrics.items()},
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }
