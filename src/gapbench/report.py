@@ -1,6 +1,7 @@
 """Paper-style tables, degradation plots and memory horizons from the results store.
 
-    python -m gapbench.report                        # results/ -> results/report/
+    python -m gapbench.report                        # results/ -> results/report/ (git-ignored)
+    python -m gapbench.report --results reference    # the committed reference result
     python -m gapbench.report --results R --out O --wandb
 
 For every task present: `<task>.md`, `<task>.tex` (booktabs), `<task>_degradation.png`,
@@ -20,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import textwrap
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -684,13 +686,20 @@ def degradation_figure(rep: TaskReport):
         else:
             ax.plot(solved.index, solved.to_numpy(), "-.", color="0.6", lw=1, label=f"solved: {rep.criterion.text}")
     ax.set_xscale("log")
-    vals = pd.concat([s["lo"], s["hi"], s["mean"], bases]).dropna()
+    vals = pd.concat([s["mean"], bases]).dropna()
+    if rep.criterion.task_class is not None and len(bases):
+        vals = pd.concat([vals, bases.map(rep.criterion.task_class.solved_threshold).astype(float)]).dropna()
     if not rep.higher and len(vals) and (vals > 0).all() and vals.max() / vals.min() > 100:
-        ax.set_yscale("log")
+        ax.set_yscale("log")  # a t band reaching below 0 is cut at the bottom of the plot
+        ax.set_ylim(bottom=vals.min() / 3)
+    elif len(vals):  # a wide t band (few seeds) is cut at the plot's edge rather than squash the means
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = 0.15 * (hi - lo or abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xticks(gaps)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"gap: {gap_meaning(rep.task)} (log scale)")
+    ax.set_xlabel(textwrap.fill(f"gap (log scale): {gap_meaning(rep.task)}", 110), fontsize=9)
     ax.set_ylabel(f"{rep.metric} ({arrow(rep.higher)})")
     cond = f" [{rep.setting_label}]" if rep.setting_label else ""
     ax.set_title(f"{rep.title}{cond}: {rep.metric} vs gap\nline = mean over seeds, band = 95% t-interval; "
