@@ -60,3 +60,38 @@ def test_divergence_is_recorded_and_does_not_raise(tmp_path, monkeypatch):
     row = run_job(make_cfg(tmp_path, "task=adding", "gap=4", "cell.hidden_size=8", "trainer.max_steps=50"))
     assert row["status"] == "diverged" and row["diverged_at_step"] == 3 and row["stopped_by"] == "diverged"
     assert load_runs(tmp_path).status.tolist() == ["diverged"]
+
+
+def test_rows_record_validation_and_condition(tmp_path):
+    rows = [run_job(make_cfg(tmp_path, "gap=4", "cell=gru", "cell.hidden_size=8", "trainer.max_steps=12",
+                             "trainer.val_check_interval=5", f"seed={s}", "probe.at=[]")) for s in (0, 1)]
+    for row in rows:
+        assert row["val_step"] == 12, "a final validation of the trained model, after the last interval"
+        assert row["val_score"] == row["val/recall_acc"] and 0 <= row["val_score"] <= 1
+        assert row["stopped_by"] == "max_steps"
+    assert rows[0]["condition"] == rows[1]["condition"], "seeds share a condition"
+    other = run_job(make_cfg(tmp_path, "gap=4", "cell=gru", "cell.hidden_size=8", "trainer.max_steps=12",
+                             "trainer.val_check_interval=5", "probe.at=[]", "optim.lr=0.01"))
+    assert other["condition"] != rows[0]["condition"]
+
+
+def test_learning_rate_protocol_end_to_end(tmp_path):
+    """A tiny rate grid: the report selects each cell's rate by validation score and reports test at it."""
+    from gapbench import report
+    for cell in ("gru", "lstm"):
+        for lr in (1e-3, 3e-2):
+            for seed in (0, 1):
+                run_job(make_cfg(tmp_path, "gap=4", f"cell={cell}", "cell.hidden_size=8", "trainer.max_steps=30",
+                                 "trainer.val_check_interval=30", f"optim.lr={lr}", f"seed={seed}", "probe.at=[]"))
+    runs = load_runs(tmp_path)
+    assert len(runs) == 8 and runs["val_score"].notna().all()
+    rep = report.task_report(runs, "copy", n_boot=0)
+    assert "selected per cell" in rep.lr_note and "validation" in rep.lr_note
+    for cell in ("gru", "lstm"):
+        mine = runs[runs["cell"] == cell]
+        want = mine.groupby("cfg.optim.lr")["val_score"].mean().idxmax()  # by hand: best mean validation
+        got = rep.summary.set_index("row").loc[cell]
+        assert got["lr"] == want and got["n"] == 2
+        assert got["mean"] == mine[mine["cfg.optim.lr"] == want]["score"].mean()  # test score at that rate
+    md = report.markdown_table(rep)
+    assert md.splitlines()[0].split("|")[2].strip() == "lr", "the selected rate beside each row"

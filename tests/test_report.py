@@ -78,100 +78,124 @@ def write_store(path: Path, rows=None, curves=None):
             append_curve(path, run_id, g.to_dict("records"))
 
 
-def lin_log(g0, g1, m0, m1):
-    """The hand formula: gap where the margin crosses zero, linear in log(gap)."""
-    return math.exp(math.log(g0) + m0 / (m0 - m1) * (math.log(g1) - math.log(g0)))
-
-
 # -- numbers -------------------------------------------------------------------------------------
-def test_means_stds_counts_and_excluded_runs(runs):
+def t_half(values):
+    """The hand formula: t_{0.975, n-1} s / sqrt(n); t from tables."""
+    t = {2: 12.706205, 3: 4.302653, 5: 2.776445}[len(values)]
+    return t * np.std(values, ddof=1) / math.sqrt(len(values))
+
+
+def test_means_intervals_counts_and_excluded_runs(runs):
     s = report.summarize(runs).set_index(["task", "cell", "gap"])
     r = s.loc[("copy", "lstm", 100)]
     assert r["n"] == 3 and r["mean"] == pytest.approx((1.0 + 0.995 + 0.99) / 3)
-    assert r["std"] == pytest.approx(np.std([1.0, 0.995, 0.99], ddof=1))
+    assert r["half"] == pytest.approx(t_half([1.0, 0.995, 0.99]), rel=1e-6)
+    assert r["lo"] == pytest.approx(r["mean"] - r["half"])
     rnn = s.loc[("copy", "rnn", 1000)]
     assert (rnn["n"], rnn["mean"], rnn["diverged"], rnn["failed"]) == (1, 0.125, 1, 1)
-    assert math.isnan(rnn["std"])
+    assert math.isnan(rnn["half"])
     assert s.loc[("adding", "gru", 10)]["baseline"] == pytest.approx(1 / 6)
 
 
 def test_entry_format():
-    assert report.entry(0.5, np.nan, 1) == "0.5000 (1)"
-    assert report.entry(0.995, 0.005, 3) == "0.9950 ± 0.0050 (3)"
-    assert report.entry(5.3e-5, 1e-5, 2) == "5.3e-05 ± 1e-05 (2)"
+    assert report.entry(0.5, np.nan, 1) == "0.5000 (n=1)"
+    assert report.entry(0.995, 0.005, 3) == "0.9950 ± 0.0050 (n=3)"
     assert report.entry(np.nan, np.nan, 0) == "—"
 
 
-def test_best_marking_ties_and_lower_is_better(runs):
-    copy = report.task_report(runs, "copy")
-    mask = report.best_mask(copy.summary)
-    assert mask.loc["lstm", 10] and mask.loc["gru", 10] and not mask.loc["rnn", 10]  # tie: both best
-    assert mask.loc["lstm", 100] and not mask.loc["gru", 100]
+def test_table_shows_interval_n_and_success(runs):
+    copy = report.task_report(runs, "copy", n_boot=0)
     md = report.markdown_table(copy)
-    assert "**1.000 ± 0 (3)**" in md and md.count("**1.000 ± 0 (3)**") == 2
-    assert "0.1250 (1)" in md and "*baseline*" in md and "*0.1250*" in md
-    add = report.task_report(runs, "adding")
-    amask = report.best_mask(add.summary)
-    assert amask.loc["lstm_peephole", 10] and not amask.loc["gru", 10]  # 1e-4 beats 1.33e-4: lower is better
-    assert amask.loc["gru", 600]
-    assert "↓ lower is better" in add.caption() and "mse" in add.caption()
-    assert "↑ higher is better" in copy.caption() and "recall_acc" in copy.caption()
+    half = t_half([1.0, 0.995, 0.99])
+    assert f"0.995 ± {half:.3f} (n=3, solved 3/3)" in md  # one format per column: 3 decimals
+    assert "LSTM" in md and "tanh RNN" in md and "*baseline*" in md and "lstm " not in md
+    assert "0.125 (n=1, solved 0/1)" in md
+    assert "**" not in md, "3 seeds against 3 can never pass the test at 0.05: nothing is bold"
+    assert "permutation test" in copy.caption() and "recall accuracy" in copy.caption()
 
 
-def test_latex_is_booktabs_and_escaped(runs):
-    tex = report.latex_table(report.task_report(runs, "adding"))
-    for part in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lrrr}", "lstm\\_peephole",
-                 "$\\downarrow$", "\\textit{baseline}", "\\textbf{", "$\\pm$", "\\times10^{-4}"):
-        assert part in tex, part
-    body = tex.split("\\begin{tabular}")[1]
-    assert "lstm_peephole" not in body.replace("lstm\\_peephole", "") and "±" not in tex and "↓" not in tex
-    assert report.tex_escape("a_b & 50% #1 {x} $") == "a\\_b \\& 50\\% \\#1 \\{x\\} \\$"
+def _five_seed_rows(scores_by_cell, task="copy", metric="recall_acc", higher=True, baseline=1 / 8, **cfg):
+    rows = []
+    for (cell, gap), scores in scores_by_cell.items():
+        for seed, score in enumerate(scores):
+            rows.append({"run_id": f"{task}-{cell}-gap{gap}-s{seed}-{len(rows)}", "sweep_id": "five", "task": task,
+                         "cell": cell, "gap": gap, "seed": seed, "status": "finished", "steps": 500,
+                         "stopped_by": "max_steps", "score_name": metric, "score": score, "higher_is_better": higher,
+                         "baseline": baseline, "finished_at": f"2026-11-01T10:{seed:02d}:00+00:00",
+                         "cfg.trainer.max_steps": 500, "cfg.cell.name": cell, "cfg.gap": gap, "cfg.seed": seed,
+                         "cfg.optim.lr": 1e-3, **cfg})
+    return rows
 
 
-def test_horizon_interpolation_by_hand(runs):
-    per = report.seed_horizons(runs, "copy").set_index(["cell", "seed"])
-    lstm = [lin_log(100, 1000, 1.0 - 0.99, 0.5 - 0.99), lin_log(100, 1000, 0.995 - 0.99, 0.6 - 0.99), 100.0]
-    gru = [lin_log(10, 100, 0.01, 0.9 - 0.99), lin_log(10, 100, 0.01, 0.95 - 0.99),
-           lin_log(100, 1000, 0.01, 0.25 - 0.99)]
-    assert lstm[0] == pytest.approx(100 * 10 ** 0.02)
-    for seed in range(3):
-        assert per.loc[("lstm", seed), "kind"] == "crossed"
-        assert per.loc[("lstm", seed), "horizon"] == pytest.approx(lstm[seed])
-        assert per.loc[("gru", seed), "horizon"] == pytest.approx(gru[seed])
-        assert per.loc[("rnn", seed), "kind"] == "below"  # 0.98 < 0.99 already at gap 10
-    h = report.horizon_summary(report.seed_horizons(runs, "copy")).set_index("cell")
-    assert h.loc["lstm", "mean"] == pytest.approx(np.mean(lstm))
-    assert h.loc["lstm", "std"] == pytest.approx(np.std(lstm, ddof=1))
-    assert h.loc["lstm", "text"] == "103 ± 2.4 (3)"  # mean 102.6, std 2.38
-    assert h.loc["rnn", "text"] == "< 10"
+def test_best_only_by_the_test_and_never_near_the_baseline():
+    rng = np.random.default_rng(1)
+    noise = lambda m: list(m + 0.01 * rng.standard_normal(5))  # noqa: E731
+    rows = _five_seed_rows({
+        ("lstm", 10): noise(0.98), ("gru", 10): noise(0.60), ("rnn", 10): noise(0.30),     # lstm clearly best
+        ("lstm", 100): noise(0.50), ("gru", 100): noise(0.50), ("rnn", 100): noise(0.20),  # tie up to noise
+        ("lstm", 1000): noise(0.130), ("gru", 1000): [0.120, 0.121, 0.119, 0.122, 0.120],  # both at chance
+        ("rnn", 1000): [0.10, 0.101, 0.099, 0.10, 0.10]})
+    rep = report.task_report(pd.DataFrame(rows), "copy", n_boot=0)
+    best = rep.summary.set_index(["row", "gap"])["best"]
+    assert best[("lstm", 10)] and not best[("gru", 10)]
+    assert not best.xs(100, level="gap").any(), "equal up to seed noise: neither is marked"
+    assert not best.xs(1000, level="gap").any(), "within noise of the baseline: not marked"
+    md = report.markdown_table(rep)
+    assert md.count("**") == 2 and "**0.9" in md
+    tex = report.latex_table(rep)
+    assert tex.count("\\bfseries\\boldmath $") == 1  # bold that survives math mode
 
 
-def test_horizon_lower_is_better_never_fails_and_relative_criterion(runs):
-    h = report.horizon_summary(report.seed_horizons(runs, "adding")).set_index("cell")
-    assert h.loc["gru", "text"] == "≥ 600" and h.loc["gru", "n_above"] == 3
-    want = [lin_log(100, 600, T_ADD - 0.001, T_ADD - 0.16), lin_log(100, 600, T_ADD - 0.0015, T_ADD - 0.17)]
-    assert h.loc["lstm_peephole", "mean"] == pytest.approx(np.mean(want))
+def test_two_budgets_are_two_conditions_never_averaged():
+    rows = (_five_seed_rows({("lstm", 10): [0.9] * 5, ("gru", 10): [0.8] * 5}, **{"cfg.trainer.max_steps": 2000})
+            + _five_seed_rows({("lstm", 10): [0.3] * 5}, **{"cfg.trainer.max_steps": 100}))
+    for i, r in enumerate(rows):
+        r["run_id"] += f"-{i}"
+    reps = report.tables(pd.DataFrame(rows), "copy", n_boot=0)
+    assert len(reps) == 2
+    by = {r.setting_label: r for r in reps}
+    assert set(by) == {"trainer.max_steps=100", "trainer.max_steps=2000"}
+    assert by["trainer.max_steps=100"].summary.set_index("row").loc["lstm", "mean"] == pytest.approx(0.3)
+    assert by["trainer.max_steps=2000"].summary.set_index("row").loc["lstm", "mean"] == pytest.approx(0.9)
+    assert (pd.concat([r.summary for r in reps])["n"] == 5).all()
+    with pytest.raises(report.ReportError, match="2 conditions"):
+        report.task_report(pd.DataFrame(rows), "copy")
+
+
+def test_time_capped_runs_are_left_out_and_counted():
+    rows = _five_seed_rows({("lstm", 10): [0.9] * 5})
+    rows[0]["stopped_by"], rows[0]["score"] = "max_time", 0.2
+    rep = report.task_report(pd.DataFrame(rows), "copy", n_boot=0)
+    r = rep.summary.iloc[0]
+    assert (r["n"], r["mean"], r["time_capped"]) == (4, pytest.approx(0.9), 1)
+    assert "max_time" in report.excluded_markdown(rep)
+    inc = report.task_report(pd.DataFrame(rows), "copy", n_boot=0, include_time_capped=True).summary.iloc[0]
+    assert inc["n"] == 5
+
+
+def test_horizon_from_all_seeds(runs):
+    h = report.task_report(runs, "copy").horizons.set_index("row")
+    # lstm solves gaps 10 and 100 with every seed and 1000 with none: the midpoint in log(gap)
+    assert h.loc["lstm", "estimate"] == pytest.approx(math.sqrt(100 * 1000))
+    assert (h.loc["lstm", "lo"], h.loc["lstm", "hi"]) == (100, 1000)
+    # gru: 3/3 at 10, 1/3 at 100 (0.9, 0.95 < 0.99), 0/3 at 1000: the fit crosses 0.5 at the mixed gap
+    assert h.loc["gru", "estimate"] == pytest.approx(100)
+    assert h.loc["rnn", "text"] == "< 10"  # 0.98 < 0.99 already at gap 10
+    add = report.task_report(runs, "adding").horizons.set_index("row")
+    assert add.loc["gru", "text"] == "≥ 600"
+    assert add.loc["lstm_peephole", "estimate"] == pytest.approx(math.sqrt(100 * 600))
     # lm_word: solved = closes >= 50% of baseline 700 -> own best; rnn best 200 -> threshold 450
-    lm = report.horizon_summary(report.seed_horizons(runs, "lm_word")).set_index("cell")
-    assert lm.loc["rnn", "mean"] == pytest.approx(lin_log(100, 1000, 450 - 400, 450 - 650))
-    assert lm.loc["rnn", "mean"] == pytest.approx(100 * 10 ** 0.2)
-    assert lm.loc["rnn", "text"] == "158 (1)"
+    lm = report.task_report(runs, "lm_word").horizons.set_index("row")
+    assert lm.loc["rnn", "estimate"] == pytest.approx(math.sqrt(100 * 1000))
     assert lm.loc["lstm", "text"] == "≥ 1000"
 
 
-def test_horizon_mixed_censoring_text():
-    per = pd.DataFrame({"cell": ["lstm"] * 3, "seed": [0, 1, 2], "kind": ["crossed", "crossed", "above"],
-                        "horizon": [200.0, 300.0, 1000.0], "min_gap": 10, "max_gap": 1000})
-    h = report.horizon_summary(per).iloc[0]
-    assert h["text"] == "250 ± 71 (2); 1 seed ≥ 1000"  # std of 200, 300 = 70.7
-    assert h["per_seed"] == "s0: 200, s1: 300, s2: ≥ 1000"
-
-
-def test_interpolate_edge_cases():
-    assert report.interpolate_horizon([10, 100], [0.1, 0.2]) == ("above", 100.0)
-    assert report.interpolate_horizon([10, 100], [-0.1, 0.2]) == ("below", 10.0)
-    kind, h = report.interpolate_horizon([10, 100, 1000], [0.0, -1.0, 1.0])  # first failure counts
-    assert kind == "crossed" and h == pytest.approx(10.0)
+def test_unknown_task_and_cell_are_reported():
+    rows = _five_seed_rows({("mycell", 10): [0.5] * 5, ("lstm", 10): [0.6] * 5}, task="mytask", metric="acc",
+                           baseline=0.1)
+    rep = report.task_report(pd.DataFrame(rows), "mytask", n_boot=0)
+    assert rep.title == "mytask" and "mycell" in report.markdown_table(rep)
+    assert "closes ≥ 50%" in rep.criterion.text
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -188,14 +212,14 @@ def test_write_report_files(runs, tmp_path):
                                   command="python -m gapbench.report --results R")
     names = {p.name for p in written}
     for task in TASKS:
-        for suffix in (".md", ".tex", "_degradation.png", "_horizon.md"):
+        for suffix in (".md", ".tex", "_degradation.png", "_degradation.pdf", "_horizon.md"):
             assert f"{task}{suffix}" in names and (out / f"{task}{suffix}").stat().st_size > 0
         _png_ok(out / f"{task}_degradation.png")
-    assert "copy_gradients.png" in names and "adding_gradients.png" not in names
+    assert "copy_gradients.png" in names and "copy_gradients.pdf" in names and "adding_gradients.png" not in names
     _png_ok(out / "copy_gradients.png")
     md = (out / "copy.md").read_text()
     assert "Memory horizon" in md and "recall accuracy ≥ 0.99" in md and "copy_gradients.png" in md
-    assert "| rnn" in md and "diverged" in md  # the excluded-runs table
+    assert "| tanh RNN" in md and "diverged" in md  # the excluded-runs table
     index = (out / "index.md").read_text()
     for part in ("cpu x86_64 (2 threads)", "2026-11-01 10:00 – 2026-11-03 10:05 UTC", "python -m gapbench.report",
                  "[copy.md](copy.md)", "[published.md](published.md)", "max_steps", "1 diverged", "1 failed"):
@@ -215,9 +239,9 @@ def test_published_side_by_side(runs):
     cmp = report.published_comparison(runs, pub).set_index(["task", "cell"])
     # copy: compared with our cross-entropy test/loss (0.01, 0.02, 0.03 over seeds), not recall
     assert cmp.loc[("copy", "lstm"), "our column"] == "test/loss"
-    assert cmp.loc[("copy", "lstm"), "ours"] == report.entry(0.02, 0.01, 3)
-    assert cmp.loc[("copy", "rnn"), "ours"] == "0.01000 (1)"  # only seed 0 finished
-    assert cmp.loc[("adding", "gru"), "ours"] == report.entry(4 / 3 * 1e-4, np.std([1e-4, 2e-4, 1e-4], ddof=1), 3)
+    assert cmp.loc[("copy", "lstm"), "ours"] == report.entry(0.02, t_half([0.01, 0.02, 0.03]), 3)
+    assert cmp.loc[("copy", "rnn"), "ours"] == "0.01000 (n=1)"  # only seed 0 finished
+    assert cmp.loc[("adding", "gru"), "ours"] == report.entry(4 / 3 * 1e-4, t_half([1e-4, 2e-4, 1e-4]), 3)
     assert cmp.loc[("adding", "lstm"), "ours"] == "not run"
     assert cmp.loc[("adding", "rnn"), "ours"] == "not run (1 diverged/failed)"
     assert cmp.loc[("lm_word", "lstm"), "ours"] == "not run"  # we ran gaps 10..1000, not 80

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from gapbench import cells, continuation, jobstate, results, sweep_progress, tasks
 from gapbench.evaluate import ConfigInCheckpoint
 from gapbench.measurement import not_a_measurement
+from gapbench.conditions import condition_id
 from gapbench.model import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.progress import StepProgressBar
@@ -313,6 +314,8 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
             raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
         if status == "finished":
+            if module.val_step != trainer.global_step:  # the row's val_score is the final model's
+                trainer.validate(module, datamodule=TaskData(task), verbose=False)
             trainer.test(module, datamodule=TaskData(task), verbose=False)
         wall_s = time.perf_counter() - t0
         metrics = module.test_metrics
@@ -325,14 +328,17 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             "score_name": task.score_name, "score": metrics.get(task.score_name, float("nan")),
             "higher_is_better": task.higher_is_better, "test_loss": metrics.get("loss", float("nan")),
             "baseline": task.baseline,
+            "val_score": module.val_metrics.get(task.score_name, float("nan")), "val_step": module.val_step,
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": _device_name(trainer), "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "config_hash": chash,
+            "condition": condition_id(results.flatten({k: v for k, v in config.items() if k != "hydra"})),
             "diverged_at_step": diverged_at, "error": error, "solved_at_step": solved.solved_at,
             "continued_from": parent and parent["run_id"], "continued_from_step": parent and parent["steps"],
             **{f"test/{k}": v for k, v in metrics.items()},
             **{f"test/{k}": v for k, v in getattr(task, "test_info", {}).items()},  # strings (BLEU signature)
+            **{f"val/{k}": v for k, v in module.val_metrics.items()},
             **{f"gates/{k}": v for k, v in probe.last_gates.items()},
             **results.flatten({k: v for k, v in config.items() if k != "hydra"}),
         }

@@ -50,6 +50,8 @@ class GapModule(L.LightningModule):
         self.optim = {**(optim or {}), "lr": lr, "weight_decay": weight_decay}  # name and schedule: gapbench.optim
         self._eval_outputs: list[dict] = []
         self.test_metrics: dict[str, float] = {}
+        self.val_metrics: dict[str, float] = {}  # the latest validation, kept for the run's row
+        self.val_step = -1                       # the global step it was taken at
 
     def training_step(self, _tick, batch_idx):
         # under DDP each rank draws its own batches; on one device this is just global_step
@@ -83,7 +85,8 @@ class GapModule(L.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_end(self):
-        self._eval_end("val")
+        self.val_metrics = {k: float(v) for k, v in self._eval_end("val").items()}
+        self.val_step = self.global_step
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch)

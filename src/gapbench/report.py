@@ -1,6 +1,7 @@
 """Paper-style tables, degradation plots and memory horizons from the results store.
 
-    python -m gapbench.report                        # results/ -> results/report/
+    python -m gapbench.report                        # results/ -> results/report/ (git-ignored)
+    python -m gapbench.report --results reference    # the committed reference result
     python -m gapbench.report --results R --out O --wandb
 
 For every task present: `<task>.md`, `<task>.tex` (booktabs), `<task>_degradation.png`,
@@ -20,6 +21,7 @@ import math
 import os
 import re
 import shlex
+import textwrap
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +31,14 @@ import numpy as np
 import pandas as pd
 
 from gapbench import cells as cell_registry
+from gapbench import conditions, stats
 from gapbench import tasks as task_registry
 
 # -- names and "solved" criteria come from the components themselves (Task / cell metadata) -------
 RELATIVE_SOLVED = 0.5      # tasks without a fixed criterion: closes >= 50% of the distance baseline -> the cell's best mean
-BAND = "min–max over seeds"
+BAND = "95% t-interval of the mean over seeds"
 PUBLISHED_CSV = Path(__file__).with_name("data") / "published_bai2018.csv"
-NUMERIC = ["gap", "seed", "steps", "wall_s", "score", "test_loss", "baseline"]
+NUMERIC = ["gap", "seed", "steps", "wall_s", "score", "val_score", "test_loss", "baseline"]
 
 
 class ReportError(Exception):
@@ -66,16 +69,6 @@ def fmt_gap(x: float) -> str:
     return f"{x:.0f}" if abs(x) >= 10 else fmt(x, 3)
 
 
-def entry(mean: float, std: float, n: int) -> str:
-    """`mean ± std (n)`; n=1 has no ±; n=0 is an em dash."""
-    if n == 0:
-        return "—"
-    if n == 1 or not np.isfinite(std):
-        return f"{fmt(mean)} ({n})"
-    std = _denoise(mean, std)
-    return f"{fmt(mean)} ± {fmt(std, 2)} ({n})"
-
-
 def _denoise(mean: float, std: float) -> float:
     """A std that is only floating-point noise (equal scores summed in another order) shows as 0."""
     return 0.0 if std <= 1e-9 * max(abs(mean), 1e-300) else std
@@ -88,7 +81,8 @@ def arrow(higher_is_better: bool) -> str:
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _TEX_SYMBOLS = {"±": r"$\pm$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$", "≤": r"$\leq$",
-                "—": "---", "–": "--", "‖": r"$\|$", "∂": r"$\partial$", "×": r"$\times$"}
+                "—": "---", "–": "--", "‖": r"$\|$", "∂": r"$\partial$", "×": r"$\times$",
+                "≈": r"$\approx$", "α": r"$\alpha$", "·": r"$\cdot$", "≠": r"$\neq$", "…": r"\ldots{}"}
 
 
 def tex_escape(s: Any) -> str:
@@ -107,13 +101,10 @@ def tex_number(s: str) -> str:
     return s
 
 
-def tex_entry(mean: float, std: float, n: int) -> str:
-    if n == 0:
-        return "---"
-    if n == 1 or not np.isfinite(std):
-        return f"{tex_number(fmt(mean))} ({n})"
-    std = _denoise(mean, std)
-    return f"{tex_number(fmt(mean))} $\\pm$ {tex_number(fmt(std, 2))} ({n})"
+def score_title(task: str, score_name: str | None) -> str:
+    """The metric in words ('recall accuracy') where the task names it, else its key."""
+    cls = task_registry.find(task)
+    return cls.score_title if cls is not None and score_name == cls.score_name else str(score_name)
 
 
 def task_title(task: str) -> str:
@@ -133,7 +124,8 @@ def cell_order(cells: Iterable[str]) -> list[str]:
 
 # -- aggregation ---------------------------------------------------------------------------------
 def prepare(runs: pd.DataFrame) -> pd.DataFrame:
-    """Types the store's columns (numbers as numbers, gap/seed as int) and drops rows with no task."""
+    """Types the store's columns (numbers as numbers, gap/seed as int), drops rows with no task and
+    (re)computes each row's `condition` from its `cfg.*` columns (gapbench.conditions)."""
     df = runs.copy()
     for col in NUMERIC:
         if col in df:
@@ -143,32 +135,17 @@ def prepare(runs: pd.DataFrame) -> pd.DataFrame:
     if "seed" in df:
         df["seed"] = df["seed"].fillna(-1).astype(int)
     df["status"] = df["status"].fillna("unknown").astype(str)
+    df["stopped_by"] = df["stopped_by"].astype(object) if "stopped_by" in df else None
+    if "val_score" not in df:
+        df["val_score"] = np.nan
     df["higher_is_better"] = df["higher_is_better"].map(
         lambda v: v if isinstance(v, (bool, np.bool_)) else str(v).lower() in ("true", "1"))
-    return df
+    return conditions.assign(df)
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, cell, gap): n, mean, std (ddof=1), min, max over *finished* seeds, the
-    counts of diverged / failed / other runs, the baseline and the metric's name and direction."""
-    df = prepare(runs)
-    rows = []
-    for (task, cell, gap), g in df.groupby(["task", "cell", "gap"], sort=True):
-        ok = g[g["status"] == "finished"]["score"].dropna()
-        rows.append({
-            "task": task, "cell": cell, "gap": int(gap), "n": int(ok.size),
-            "mean": ok.mean() if ok.size else np.nan,
-            "std": ok.std(ddof=1) if ok.size > 1 else np.nan,
-            "min": ok.min() if ok.size else np.nan, "max": ok.max() if ok.size else np.nan,
-            "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
-            "other": int((~g["status"].isin(["finished", "diverged", "failed"])).sum()),
-            "finished_without_score": int(((g["status"] == "finished") & g["score"].isna()).sum()),
-            "baseline": g["baseline"].dropna().mean() if g["baseline"].notna().any() else np.nan,
-            "score_name": _one(g["score_name"]), "higher_is_better": bool(_one(g["higher_is_better"])),
-        })
-    return pd.DataFrame(rows, columns=["task", "cell", "gap", "n", "mean", "std", "min", "max", "diverged",
-                                       "failed", "other", "finished_without_score", "baseline",
-                                       "score_name", "higher_is_better"])
+def time_capped(df: pd.DataFrame) -> pd.Series:
+    """Finished runs that the opt-in wall-clock cap (trainer.max_time) stopped before max_steps."""
+    return (df["status"] == "finished") & (df["stopped_by"].astype(str) == "max_time")
 
 
 def _one(values: pd.Series) -> Any:
@@ -177,19 +154,6 @@ def _one(values: pd.Series) -> Any:
     return values.mode().iloc[0] if len(values) else None
 
 
-def best_mask(summary: pd.DataFrame) -> pd.DataFrame:
-    """Boolean cell x gap frame: the best mean per gap (ties within 1e-9 relative all best)."""
-    means = summary.pivot(index="cell", columns="gap", values="mean")
-    higher = bool(summary["higher_is_better"].iloc[0])
-    best = means.max() if higher else means.min()
-    mask = pd.DataFrame(False, index=means.index, columns=means.columns)
-    for gap in means.columns:
-        if np.isfinite(best[gap]):
-            mask[gap] = np.isclose(means[gap].to_numpy(dtype=float), best[gap], rtol=1e-9, atol=0.0)
-    return mask
-
-
-# -- memory horizon ------------------------------------------------------------------------------
 @dataclass
 class Criterion:
     text: str                        # how it reads in the report
@@ -201,99 +165,66 @@ def criterion_for(task: str, score_name: str | None, higher: bool) -> Criterion:
     cls = task_registry.find(task)
     if cls is not None and cls.solved_text and score_name == cls.score_name:
         return Criterion(cls.solved_text, task_class=cls)
-    return Criterion(f"{score_name} closes ≥ {RELATIVE_SOLVED:.0%} of the distance from the baseline to the "
-                     "cell's own best mean score (over gaps)", relative=RELATIVE_SOLVED)
+    return Criterion(f"{score_title(task, score_name)} closes ≥ {RELATIVE_SOLVED:.0%} of the distance from the "
+                     "baseline to the cell's own best mean score (over gaps)", relative=RELATIVE_SOLVED)
 
 
-def thresholds(task: str, cell_summary: pd.DataFrame) -> pd.Series:
-    """The score that counts as solved, per gap, for one cell (NaN: cannot be solved there)."""
-    s = cell_summary.set_index("gap").sort_index()
-    higher = bool(s["higher_is_better"].iloc[0])
-    crit = criterion_for(task, s["score_name"].iloc[0], higher)
-    if crit.task_class is not None:
-        return s["baseline"].astype(float).map(crit.task_class.solved_threshold).astype(float)
-    best = s["mean"].max() if higher else s["mean"].min()
-    base = s["baseline"].astype(float)
-    thr = base + crit.relative * (best - base)
-    improves = (best > base) if higher else (best < base)  # a cell that never beats the baseline never solves
-    return thr.where(improves, np.nan)
+def _row_keys(keys: dict[str, Any]) -> dict[str, Any]:
+    """The keys that tell rows of one table apart: the cell's own settings (not the gap, rate or seed)."""
+    return {k: v for k, v in keys.items() if k.startswith("cell.")}
 
 
-def interpolate_horizon(gaps: Iterable[float], margins: Iterable[float]) -> tuple[str, float]:
-    """Horizon of one seed from its margins (score beyond the threshold, >= 0 = solved), gaps ascending.
-
-    ('crossed', g*): g* interpolated linearly in log(gap) between the last solved gap before the
-    first failure and that failure; ('above', max gap) when no gap fails; ('below', min gap) when
-    the smallest gap already fails. A NaN margin counts as a failure."""
-    gaps, margins = np.asarray(list(gaps), float), np.asarray(list(margins), float)
-    if gaps.size == 0:
-        return "none", np.nan
-    ok = np.where(np.isnan(margins), False, margins >= 0)
-    if ok.all():
-        return "above", float(gaps[-1])
-    j = int(np.argmin(ok))  # first failure
-    if j == 0:
-        return "below", float(gaps[0])
-    x0, x1 = math.log(gaps[j - 1]), math.log(gaps[j])
-    m0, m1 = margins[j - 1], margins[j]
-    frac = 1.0 if np.isnan(m1) else m0 / (m0 - m1)
-    return "crossed", float(math.exp(x0 + frac * (x1 - x0)))
+def _setting_keys(keys: dict[str, Any]) -> dict[str, Any]:
+    """The keys one table holds fixed: everything but the cell's settings, the gap and the rate."""
+    return {k: v for k, v in keys.items() if not k.startswith("cell.") and k not in ("gap", "optim.lr")}
 
 
-def seed_horizons(runs: pd.DataFrame, task: str) -> pd.DataFrame:
-    """One row per (cell, seed): kind ('crossed' | 'above' | 'below'), horizon (gap)."""
-    df = prepare(runs)
-    df = df[(df["task"] == task) & (df["status"] == "finished") & df["score"].notna()]
-    summary = summarize(df)
+def summarize(runs: pd.DataFrame, row: str = "cell") -> pd.DataFrame:
+    """One row per (task, `row`, gap): n, mean, 95% t interval (lo, hi, half), std (ddof=1), min,
+    max over the *finished* seeds (runs stopped by max_time count apart, as `time_capped`), the
+    counts of diverged / failed / other runs, the baseline and the metric's name and direction.
+    Aggregate one condition per (task, row, gap) only: `tables` does that grouping."""
+    df = prepare(runs) if "condition" not in runs else runs
+    if row not in df:
+        df = df.assign(**{row: df["cell"]})
+    capped = time_capped(df)
     rows = []
-    for cell, cs in summary.groupby("cell"):
-        thr = thresholds(task, cs)
-        higher = bool(cs["higher_is_better"].iloc[0])
-        for seed, g in df[df["cell"] == cell].groupby("seed"):
-            g = g.groupby("gap")["score"].mean().sort_index()
-            margin = (g - thr.reindex(g.index)) * (1 if higher else -1)
-            kind, h = interpolate_horizon(g.index, margin.to_numpy())
-            rows.append({"cell": cell, "seed": int(seed), "kind": kind, "horizon": h,
-                         "min_gap": int(g.index.min()), "max_gap": int(g.index.max())})
-    return pd.DataFrame(rows, columns=["cell", "seed", "kind", "horizon", "min_gap", "max_gap"])
-
-
-def horizon_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: mean ± std (ddof=1) of the interpolated horizons, the censored seeds, and the text."""
-    rows = []
-    for cell in cell_order(per_seed["cell"]):
-        s = per_seed[per_seed["cell"] == cell]
-        crossed = s[s["kind"] == "crossed"]["horizon"]
-        above, below = s[s["kind"] == "above"], s[s["kind"] == "below"]
-        n = len(crossed)
-        mean = crossed.mean() if n else np.nan
-        std = crossed.std(ddof=1) if n > 1 else np.nan
-        parts = []
-        if n:
-            parts.append(f"{fmt_gap(mean)} ± {fmt(std, 2)} ({n})" if n > 1 else f"{fmt_gap(mean)} (1)")
-        if len(above):
-            top = int(above["horizon"].max())
-            parts.append(f"≥ {top}" if not n and not len(below) else f"{len(above)} seed{'s' * (len(above) > 1)} ≥ {top}")
-        if len(below):
-            low = int(below["horizon"].min())
-            parts.append(f"< {low}" if not n and not len(above) else f"{len(below)} seed{'s' * (len(below) > 1)} < {low}")
-        per = ", ".join(f"s{r.seed}: " + (fmt_gap(r.horizon) if r.kind == "crossed" else
-                                           f"≥ {int(r.horizon)}" if r.kind == "above" else f"< {int(r.horizon)}")
-                        for r in s.sort_values("seed").itertuples())
-        rows.append({"cell": cell, "mean": mean, "std": std, "n": n, "n_above": len(above), "n_below": len(below),
-                     "text": "; ".join(parts) or "—", "per_seed": per})
-    return pd.DataFrame(rows, columns=["cell", "mean", "std", "n", "n_above", "n_below", "text", "per_seed"])
+    for (task, key, gap), g in df.groupby(["task", row, "gap"], sort=True):
+        ok = g[(g["status"] == "finished") & ~capped.loc[g.index]]["score"].dropna()
+        ci = stats.t_interval(ok)
+        rows.append({
+            "task": task, row: key, "cell": _one(g["cell"]), "gap": int(gap), "n": ci.n, "mean": ci.mean,
+            "lo": ci.lo, "hi": ci.hi, "half": ci.half, "std": ok.std(ddof=1) if ok.size > 1 else np.nan,
+            "min": ok.min() if ok.size else np.nan, "max": ok.max() if ok.size else np.nan,
+            "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
+            "other": int((~g["status"].isin(["finished", "diverged", "failed"])).sum()),
+            "time_capped": int(capped.loc[g.index].sum()),
+            "finished_without_score": int(((g["status"] == "finished") & g["score"].isna()).sum()),
+            "baseline": g["baseline"].dropna().mean() if g["baseline"].notna().any() else np.nan,
+            "score_name": _one(g["score_name"]), "higher_is_better": bool(_one(g["higher_is_better"])),
+        })
+    cols = ["task", row] + (["cell"] if row != "cell" else []) + [
+        "gap", "n", "mean", "lo", "hi", "half", "std", "min", "max", "diverged", "failed", "other", "time_capped",
+        "finished_without_score", "baseline", "score_name", "higher_is_better"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 # -- tables --------------------------------------------------------------------------------------
 @dataclass
 class TaskReport:
+    """One table: the runs of one task under one setting (every config key but the cell's own, the
+    gap, the rate and the seed fixed). Its rows are cells (or cell variants), its columns gaps."""
     task: str
-    summary: pd.DataFrame         # summarize() rows of this task
-    horizons: pd.DataFrame        # horizon_summary()
-    per_seed: pd.DataFrame        # seed_horizons()
+    summary: pd.DataFrame         # summarize() rows, keyed by `row` (+ lr, solved, label, best)
+    horizons: pd.DataFrame        # stats.horizons() per row (+ label)
     criterion: Criterion
-    duplicates: int = 0           # finished runs repeating a (cell, gap, seed) already counted
+    setting: str = ""             # id of the fixed keys
+    setting_label: str = ""       # how this table differs from the task's other tables ('' if alone)
+    setting_keys: dict = None     # the fixed keys themselves
+    lr_note: str = ""             # what the learning-rate selection did ('' when no rates to choose from)
+    duplicates: int = 0           # finished runs repeating a (condition, seed) already counted (older dropped)
+    runs: pd.DataFrame = None     # the finished runs in the table's entries
+    labels: dict = None           # row -> human label
 
     @property
     def score_name(self) -> str:
@@ -308,106 +239,378 @@ class TaskReport:
         return task_title(self.task)
 
     @property
+    def metric(self) -> str:
+        return score_title(self.task, self.score_name)
+
+    @property
     def gaps(self) -> list[int]:
         return sorted(self.summary["gap"].unique())
+
+    @property
+    def rows(self) -> list[str]:
+        order = {c: i for i, c in enumerate(cell_order(self.summary["cell"]))}
+        keys = self.summary.drop_duplicates("row")[["row", "cell"]]
+        return sorted(keys["row"], key=lambda r: (order[keys.set_index("row").loc[r, "cell"]], r))
 
     @property
     def cells(self) -> list[str]:
         return cell_order(self.summary["cell"])
 
+    @property
+    def has_solved(self) -> bool:
+        return self.criterion.task_class is not None
+
+    @property
+    def shows_lr(self) -> bool:
+        return self.summary["lr"].nunique(dropna=True) > 1
+
+    @property
+    def slug(self) -> str:
+        """File stem: the task, plus the setting's id when the task has several."""
+        return self.task + (f"-{self.setting[:6]}" if self.setting_label else "")
+
     def baselines(self) -> dict[int, float]:
         return self.summary.groupby("gap")["baseline"].mean().to_dict()
 
+    def label(self, row: str) -> str:
+        return (self.labels or {}).get(row, row)
+
     def caption(self) -> str:
-        return (f"{self.title}: {self.score_name} ({arrow(self.higher)}) by gap "
-                f"({gap_meaning(self.task)}). Entries: mean ± sample std (n finished seeds); "
-                f"best per gap in bold (ties all bold); diverged and failed runs are not in the means.")
+        cond = f" [{self.setting_label}]" if self.setting_label else ""
+        solved = (f"; solved = seeds meeting {self.criterion.text} / seeds" if self.has_solved else "")
+        return (f"{self.title}{cond}: {self.metric} ({arrow(self.higher)}) by gap ({gap_meaning(self.task)}). "
+                f"Mean ± 95% t-interval half-width over n seeds{solved}. Bold: better than every other cell "
+                f"at that gap by a two-sided exact permutation test (α = {stats.ALPHA}) and 95% interval clear "
+                "of the baseline; no bold where no cell is.")
 
     def excluded(self) -> pd.DataFrame:
         s = self.summary
-        return s[(s["diverged"] + s["failed"] + s["other"]) > 0][["cell", "gap", "diverged", "failed", "other"]]
+        ex = s[(s["diverged"] + s["failed"] + s["other"] + s["time_capped"]) > 0]
+        return ex[["row", "gap", "diverged", "failed", "other", "time_capped"]].rename(
+            columns={"time_capped": "stopped by max_time"})
 
 
-def task_report(runs: pd.DataFrame, task: str) -> TaskReport:
-    df = prepare(runs)
+def _solved_flags(task: str, crit: Criterion, df: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
+    """Per finished run: solved (bool), NaN where the criterion cannot be applied."""
+    out = pd.Series(np.nan, index=df.index, dtype=object)
+    for row, s in summary.groupby("row"):
+        s = s.set_index("gap").sort_index()
+        higher = bool(s["higher_is_better"].iloc[0])
+        if crit.task_class is not None:
+            thr = s["baseline"].astype(float).map(crit.task_class.solved_threshold).astype(float)
+        else:
+            best = s["mean"].max() if higher else s["mean"].min()
+            base = s["baseline"].astype(float)
+            improves = (best > base) if higher else (best < base)
+            thr = (base + crit.relative * (best - base)).where(improves, np.nan)
+        g = df[df["row"] == row]
+        t = g["gap"].map(thr)
+        ok = (g["score"] >= t) if higher else (g["score"] <= t)
+        out.loc[g.index] = ok.where(t.notna() & g["score"].notna(), np.nan)
+    return out
+
+
+def _lr(df: pd.DataFrame) -> pd.Series:
+    col = df["cfg.optim.lr"] if "cfg.optim.lr" in df else pd.Series(np.nan, index=df.index)
+    return pd.to_numeric(col, errors="coerce")
+
+
+def _select_lr(df: pd.DataFrame, higher: bool, per_gap: bool) -> tuple[pd.DataFrame, str]:
+    """Keep each row's runs at its selected rate: the rate with the best mean validation score
+    (mean over gaps of the per-gap mean over seeds; per gap with per_gap). Returns the runs kept and
+    a sentence for the report ('' when there was no choice)."""
+    df = df.assign(lr=_lr(df))
+    if df.groupby("row")["lr"].nunique().max() <= 1:
+        return df, ""
+    if df["val_score"].isna().all():
+        df = df.assign(row=[f"{r}@lr={conditions.show(lr)}" for r, lr in zip(df["row"], df["lr"])])
+        return df, ("The store holds several learning rates but no validation scores (rows written before "
+                    "`val_score` was recorded), so no rate was selected: each rate is its own row.")
+    keys = ["row", "gap"] if per_gap else ["row"]
+    by_gap = df.groupby(["row", "gap", "lr"])["val_score"].mean().rename("val").reset_index()
+    val = by_gap.groupby(keys + ["lr"])["val"].mean().reset_index()
+    val = val.dropna(subset=["val"])
+    best = val.loc[val.groupby(keys)["val"].idxmax() if higher else val.groupby(keys)["val"].idxmin()]
+    sel = set(best[keys + ["lr"]].itertuples(index=False, name=None))
+    keep = [t in sel for t in df[keys + ["lr"]].itertuples(index=False, name=None)]
+    grid = ", ".join(conditions.show(v) for v in sorted(df["lr"].dropna().unique()))
+    return df[keep], (
+        f"Learning rate selected per cell{' and gap' if per_gap else ''} from the rates run ({grid}) by the mean "
+        f"validation {'score' if per_gap else 'score over gaps'} (`val_score`, the final validation split, never "
+        "the test split); the test numbers are at the selected rate, shown beside each row.")
+
+
+def tables(runs: pd.DataFrame, task: str, include_time_capped: bool = False, lr_per_gap: bool = False,
+           n_boot: int = stats.BOOTSTRAP) -> list[TaskReport]:
+    """Every table of one task: one per setting (conditions never mixed); several when the store
+    holds several settings, each labelled by the keys that differ."""
+    df = prepare(runs) if "condition" not in runs else runs.copy()
     df = df[df["task"] == task]
     if df.empty:
         raise ReportError(f"no runs of task {task}")
-    summary = summarize(df)
-    per_seed = seed_horizons(df, task)
-    crit = criterion_for(task, summary["score_name"].iloc[0], bool(summary["higher_is_better"].iloc[0]))
-    ok = df[df["status"] == "finished"]
-    dup = int(ok.duplicated(["cell", "gap", "seed"], keep="first").sum())
-    return TaskReport(task, summary, horizon_summary(per_seed), per_seed, crit, dup)
+    cols = [c for c in df.columns if str(c).startswith(conditions.PREFIX)]
+    keys_of = {}
+    for cid, vals in zip(df["condition"], df[cols].itertuples(index=False, name=None)):
+        if cid not in keys_of:
+            keys_of[cid] = conditions.condition_keys(dict(zip(cols, vals)))
+    setting_of = {cid: conditions.key_id(_setting_keys(k)) for cid, k in keys_of.items()}
+    df = df.assign(setting=df["condition"].map(setting_of))
+    settings = {setting_of[cid]: _setting_keys(k) for cid, k in keys_of.items()}
+    setting_labels = conditions.differences(settings) if len(settings) > 1 else {s: "" for s in settings}
+    reports = []
+    for setting in sorted(settings, key=lambda s: (setting_labels[s], s)):
+        reports.append(_table(df[df["setting"] == setting], task, setting, settings[setting], setting_labels[setting],
+                              keys_of, include_time_capped, lr_per_gap, n_boot))
+    return reports
 
 
-def _grid(rep: TaskReport, cell_fn, base_fn) -> tuple[list[str], list[list[str]]]:
-    mask = best_mask(rep.summary)
-    s = rep.summary.set_index(["cell", "gap"])
+def _table(df, task, setting, setting_keys, setting_label, keys_of, include_time_capped, lr_per_gap, n_boot):
+    # rows: one per cell, or per cell variant when one cell ran with several settings of its own
+    variant = {cid: conditions.key_id(_row_keys(k)) for cid, k in keys_of.items()}
+    df = df.assign(variant=df["condition"].map(variant))
+    labels = {}
+    row_of = {}
+    for cell, g in df.groupby("cell"):
+        vs = {variant[c]: {k: v for k, v in _row_keys(keys_of[c]).items() if k != "cell.name"}
+              for c in g["condition"].unique()}
+        diff = conditions.differences(vs) if len(vs) > 1 else {v: "" for v in vs}
+        for v, d in diff.items():
+            row_of[(cell, v)] = f"{cell}[{d}]" if d else cell
+            labels[row_of[(cell, v)]] = cell_registry.title(cell) + (f" ({d.replace('cell.', '')})" if d else "") \
+                if cell in cell_registry.names() else cell + (f" ({d})" if d else "")
+    df = df.assign(row=[row_of[(c, v)] for c, v in zip(df["cell"], df["variant"])])
+    if include_time_capped:
+        df = df.assign(stopped_by=df["stopped_by"].where(~time_capped(df), "max_time (included)"))
+    higher = bool(_one(df["higher_is_better"]))
+    usable = (df["status"] == "finished") & ~time_capped(df)
+    chosen, lr_note = _select_lr(df[usable], higher, lr_per_gap)
+    if "@lr=" in "".join(chosen["row"]):  # no validation scores: each rate its own row
+        for r in chosen["row"].unique():
+            base = r.split("@lr=")[0]
+            labels[r] = f"{labels.get(base, base)}, lr {r.split('@lr=')[1]}"
+        df = df.assign(row=[f"{r}@lr={conditions.show(lr)}" for r, lr in
+                            zip(df["row"], _lr(df))])
+    # the newest finished run of each (condition, seed) counts; older repeats are dropped and counted
+    chosen = chosen.sort_values("finished_at", na_position="first") if "finished_at" in chosen else chosen
+    dup = chosen.duplicated(["condition", "cell", "gap", "seed"], keep="last")
+    chosen = chosen[~dup]
+    kept_lr = chosen.groupby(["row", "gap"])["lr"].first()
+    # the table: the chosen runs, plus the runs that did not finish at the chosen (or only) condition
+    sel_conditions = set(chosen["condition"])
+    if lr_note and "@lr=" not in "".join(chosen["row"]):
+        rest = df[~usable & df["condition"].isin(sel_conditions)]
+    else:
+        rest = df[~usable]
+    summary = summarize(pd.concat([chosen, rest]), row="row")
+    summary["lr"] = [kept_lr.get((r, g), np.nan) for r, g in zip(summary["row"], summary["gap"])]
+    if summary["lr"].isna().all():
+        lrs = _lr(df).dropna().unique()
+        summary["lr"] = lrs[0] if len(lrs) == 1 else np.nan
+    crit = criterion_for(task, _one(df["score_name"]), higher)
+    chosen = chosen.assign(solved=_solved_flags(task, crit, chosen, summary))
+    counts = chosen.dropna(subset=["solved"]).groupby(["row", "gap"])["solved"].agg(["sum", "count"])
+    summary["solved"] = [counts.loc[(r, g), "sum"] if (r, g) in counts.index else 0
+                         for r, g in zip(summary["row"], summary["gap"])]
+    summary["best"] = False
+    for gap, s in summary.groupby("gap"):
+        samples = {r: chosen[(chosen["row"] == r) & (chosen["gap"] == gap)]["score"] for r in s["row"]}
+        top = stats.beats_all(samples, higher)
+        base = s["baseline"].mean()
+        if top is not None and (not np.isfinite(base) or stats.beyond_baseline(samples[top], base, higher)):
+            summary.loc[(summary["gap"] == gap) & (summary["row"] == top), "best"] = True
+    hz = stats.horizons(chosen.dropna(subset=["solved"]).assign(cell=chosen["row"]), n_boot=n_boot)
+    hz = hz.rename(columns={"cell": "row"})
+    return TaskReport(task, summary, hz, crit, setting, setting_label, setting_keys, lr_note, int(dup.sum()),
+                      chosen, labels)
+
+
+def task_report(runs: pd.DataFrame, task: str, **kw) -> TaskReport:
+    """The task's table when the store holds one setting for it; several settings -> ReportError
+    (use `tables`, which returns them all)."""
+    reps = tables(runs, task, **kw)
+    if len(reps) > 1:
+        raise ReportError(f"task {task} has {len(reps)} conditions; use report.tables() to get each")
+    return reps[0]
+
+
+def _column_formats(rep: TaskReport) -> dict[int, str]:
+    """One number format per gap column: fixed-point with the decimals that give its smallest mean
+    three significant digits (at most 4), or scientific when a mean or the baseline is below 1e-3
+    (or at 1e6 and up); the interval half-width takes its column's format."""
+    out = {}
+    for gap, s in rep.summary.groupby("gap"):
+        vals = pd.concat([s["mean"], s["baseline"]]).abs()
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if len(vals) and (vals.min() < 1e-3 or vals.max() >= 1e6):
+            out[gap] = "sci"
+        else:
+            small = vals.min() if len(vals) else 1.0
+            out[gap] = f"f{min(4, max(1, 2 - math.floor(math.log10(small))))}"
+    return out
+
+
+def _num(x: float, f: str) -> str:
+    if x is None or not np.isfinite(x):
+        return "nan"
+    if f == "sci":
+        return f"{x:.1e}"
+    return f"{x:.{int(f[1:])}f}"
+
+
+def _entry_parts(r, f: str) -> tuple[str, str]:
+    """('mean', 'half') in the column's format; half '' with n < 2."""
+    if r["n"] == 0:
+        return "", ""
+    return _num(r["mean"], f), (_num(r["half"], f) if r["n"] > 1 and np.isfinite(r["half"]) else "")
+
+
+def _grid(rep: TaskReport, text_fn, base_fn):
+    fmts = _column_formats(rep)
+    s = rep.summary.set_index(["row", "gap"])
     rows = []
-    for cell in rep.cells:
-        row = [cell]
+    for row in rep.rows:
+        line = [row]
         for gap in rep.gaps:
-            if (cell, gap) in s.index:
-                r = s.loc[(cell, gap)]
-                row.append(cell_fn(r["mean"], r["std"], int(r["n"]), bool(mask.loc[cell, gap]) and r["n"] > 0))
+            if (row, gap) in s.index:
+                r = s.loc[(row, gap)]
+                line.append(text_fn(r, fmts[gap]))
             else:
-                row.append(cell_fn(np.nan, np.nan, 0, False))
-        rows.append(row)
+                line.append(text_fn(None, fmts[gap]))
+        rows.append(line)
     bases = rep.baselines()
-    rows.append(base_fn([bases.get(g, np.nan) for g in rep.gaps]))
+    rows.append(base_fn([(bases.get(g, np.nan), fmts[g]) for g in rep.gaps]))
     return [str(g) for g in rep.gaps], rows
 
 
+def entry(mean: float, half: float, n: int, solved: str = "") -> str:
+    """`mean ± half (n)` (half: 95% interval half-width); n = 1 has no ±; n = 0 is an em dash."""
+    if n == 0:
+        return "—"
+    if n == 1 or not np.isfinite(half):
+        return f"{fmt(mean)} (n=1{solved})"
+    return f"{fmt(mean)} ± {fmt(_denoise(mean, half), 2)} (n={n}{solved})"
+
+
 def markdown_table(rep: TaskReport) -> str:
-    def cell_fn(mean, std, n, best):
-        e = entry(mean, std, n)
-        return f"**{e}**" if best else e
-    gaps, rows = _grid(rep, cell_fn, lambda b: ["*baseline*"] + [f"*{fmt(v)}*" for v in b])
-    frame = pd.DataFrame([r[1:] for r in rows], index=[r[0] for r in rows], columns=[f"gap {g}" for g in gaps])
+    def text_fn(r, f):
+        if r is None or r["n"] == 0:
+            return "—"
+        m, h = _entry_parts(r, f)
+        solved = f", solved {int(r['solved'])}/{int(r['n'])}" if rep.has_solved else ""
+        e = f"{m} ± {h} (n={int(r['n'])}{solved})" if h else f"{m} (n={int(r['n'])}{solved})"
+        return f"**{e}**" if r["best"] else e
+    gaps, rows = _grid(rep, text_fn, lambda b: ["*baseline*"] + [f"*{_num(v, f)}*" for v, f in b])
+    frame = pd.DataFrame([r[1:] for r in rows], index=[rep.label(r[0]) if i < len(rows) - 1 else r[0]
+                                                       for i, r in enumerate(rows)],
+                         columns=[f"gap {g}" for g in gaps])
+    if rep.shows_lr:
+        lr = rep.summary.groupby("row")["lr"].agg(lambda v: ", ".join(sorted({conditions.show(x) for x in v.dropna()})))
+        frame.insert(0, "lr", [lr.get(r, "") for r in rep.rows] + [""])
     frame.index.name = "cell"
-    return frame.to_markdown(colalign=["left"] + ["right"] * len(gaps))
+    return frame.to_markdown(colalign=["left"] * (1 + rep.shows_lr) + ["right"] * len(gaps))
 
 
-def latex_table(rep: TaskReport) -> str:
-    def cell_fn(mean, std, n, best):
-        e = tex_entry(mean, std, n)
-        return f"\\textbf{{{e}}}" if best else e
-    gaps, rows = _grid(rep, cell_fn, lambda b: ["\\textit{baseline}"] + [tex_number(fmt(v)) for v in b])
-    k = len(gaps)
+def _tex_num(s: str) -> str:
+    if "e" in s:
+        mant, exp = s.split("e")
+        return f"{mant}{{\\times}}10^{{{int(exp)}}}"
+    return s
+
+
+def _tex_entry(r, f: str) -> str:
+    """Math-mode `mean_{±half}`; in scientific notation the half shares the mean's power of ten."""
+    m, h = _entry_parts(r, f)
+    if f != "sci":
+        return f"{m}_{{\\pm {h}}}" if h else m
+    mant, exp = m.split("e")
+    if not h:
+        return f"{mant}{{\\times}}10^{{{int(exp)}}}"
+    return f"{mant}_{{\\pm {fmt(float(r['half']) / 10 ** int(exp), 2)}}}{{\\times}}10^{{{int(exp)}}}"
+
+
+def latex_table(rep: TaskReport, per_block: int | None = None) -> str:
+    """A booktabs table that fits one column of a two-column article: entries `mean_{±half}`, the
+    solved count under each mean, gaps in balanced blocks of at most 3 (2 in scientific notation)."""
+    fmts = _column_formats(rep)
+    s = rep.summary.set_index(["row", "gap"])
+    per_block = per_block or (2 if "sci" in fmts.values() else 3)
+    gaps = rep.gaps
+    n_blocks = math.ceil(len(gaps) / per_block)
+    bounds = np.linspace(0, len(gaps), n_blocks + 1).round().astype(int)  # balanced: 4 gaps -> 2 + 2
+    blocks = [gaps[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    k = max(len(b) for b in blocks)
+    label = f"tab:gapbench-{re.sub('[^A-Za-z0-9]+', '-', rep.task)}-{rep.setting[:6]}"
+    lr_col = rep.shows_lr
+    cols = "l" + ("r" if lr_col else "") + "c" * k
+    first = 2 + lr_col
     lines = [
         "% generated by python -m gapbench.report; needs \\usepackage{booktabs}",
-        "\\begin{table}[t]", "\\centering",
+        "\\begin{table}[t]", "\\centering", "\\footnotesize", "\\setlength{\\tabcolsep}{3pt}",
         f"\\caption{{{tex_escape(rep.caption())}}}",
-        f"\\label{{tab:gapbench-{re.sub('[^A-Za-z0-9]+', '-', rep.task)}}}",
-        f"\\begin{{tabular}}{{l{'r' * k}}}", "\\toprule",
-        f" & \\multicolumn{{{k}}}{{c}}{{gap}} \\\\", f"\\cmidrule(lr){{2-{k + 1}}}",
-        "Cell & " + " & ".join(gaps) + " \\\\", "\\midrule",
+        f"\\label{{{label}}}",
+        f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
     ]
-    for r in rows[:-1]:
-        lines.append(" & ".join([tex_escape(r[0])] + r[1:]) + " \\\\")
-    lines += ["\\midrule", " & ".join(rows[-1]) + " \\\\", "\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    bases = rep.baselines()
+    for bi, block in enumerate(blocks):
+        if bi:
+            lines.append("\\midrule")
+        pad = [""] * (k - len(block))
+        lines += [f" & {'& ' if lr_col else ''}\\multicolumn{{{len(block)}}}{{c}}{{gap}} \\\\",
+                  f"\\cmidrule(lr){{{first}-{first + len(block) - 1}}}",
+                  "Cell & " + ("lr & " if lr_col else "") + " & ".join([str(g) for g in block] + pad) + " \\\\",
+                  "\\midrule"]
+        for row in rep.rows:
+            cells, solved = [], []
+            for gap in block:
+                r = s.loc[(row, gap)] if (row, gap) in s.index else None
+                if r is None or r["n"] == 0:
+                    cells.append("---")
+                    solved.append("")
+                    continue
+                n = f"^{{({int(r['n'])})}}" if int(r["n"]) != rep.summary["n"].max() else ""
+                body = f"${{{_tex_entry(r, fmts[gap])}}}{n}$"
+                cells.append(f"\\bfseries\\boldmath {body}" if r["best"] else body)
+                solved.append(f"{int(r['solved'])}/{int(r['n'])}")
+            lr = ""
+            if lr_col:
+                lr = tex_escape(", ".join(sorted({conditions.show(x) for x in
+                                                  rep.summary[rep.summary["row"] == row]["lr"].dropna()}))) + " & "
+            lines.append(tex_escape(rep.label(row)) + " & " + lr + " & ".join(cells + pad) + " \\\\")
+            if rep.has_solved:
+                lines.append("& " + ("& " if lr_col else "") + " & ".join(
+                    [f"\\scriptsize {x}" if x else "" for x in solved] + pad) + " \\\\[2pt]")
+        lines += ["\\midrule", "\\textit{baseline} & " + ("& " if lr_col else "")
+                  + " & ".join([f"${_tex_num(_num(bases.get(g, np.nan), fmts[g]))}$" for g in block] + pad) + " \\\\"]
+    n_max = int(rep.summary["n"].max())
+    lines += ["\\bottomrule", "\\end{tabular}",
+              f"\\par\\smallskip\\scriptsize $n = {n_max}$ seeds per entry unless a superscript $(n)$ says "
+              "otherwise" + ("; below each entry: seeds solved / seeds." if rep.has_solved else "."),
+              "\\end{table}", ""]
     return "\n".join(lines)
 
 
 def horizon_markdown(rep: TaskReport) -> str:
     h = rep.horizons
-    frame = pd.DataFrame({"memory horizon (gap)": h["text"].to_numpy(), "per seed": h["per_seed"].to_numpy()},
-                         index=pd.Index(h["cell"], name="cell"))
-    return (f"Memory horizon — the largest gap at which the cell still solves the task: "
-            f"{rep.criterion.text}. Interpolated linearly in log(gap) between the last solved gap and the "
-            f"first failing one, per seed; mean ± sample std (n seeds that cross). '≥ G': solved at every "
-            f"measured gap up to G; '< G': not solved even at the smallest gap G.\n\n"
-            + (frame.to_markdown(stralign="left") if len(frame) else "(no finished runs)") + "\n")
+    if h.empty:
+        return "(no finished runs)\n"
+    per_gap = [", ".join(f"{g}: {a}/{b}" for g, (a, b) in x.solved.items()) for x in h["horizon"]]
+    frame = pd.DataFrame({"memory horizon (gap) [95% CI]": h["text"].to_numpy(), "seeds solved per gap": per_gap},
+                         index=pd.Index([rep.label(r) for r in h["row"]], name="cell"))
+    return (f"Memory horizon — the gap at which the cell's probability of solving the task "
+            f"({rep.criterion.text}) falls through 0.5: a logistic fit of solved / not solved in log(gap) over "
+            f"all seeds and gaps, with a 95% percentile bootstrap interval over seeds ({stats.BOOTSTRAP} "
+            "resamples; never narrower than the measured gaps either side). '≥ G': the fit stays ≥ 0.5 up to "
+            "the largest gap G measured; '< G': below 0.5 already at the smallest gap G.\n\n"
+            + frame.to_markdown(stralign="left") + "\n")
 
 
 def excluded_markdown(rep: TaskReport) -> str:
     ex = rep.excluded()
     if ex.empty:
         return ""
-    ex = ex.assign(cell=pd.Categorical(ex["cell"], rep.cells, ordered=True)).sort_values(["cell", "gap"])
-    return ("Runs not in the means (diverged, failed, or other status):\n\n"
-            + ex.to_markdown(index=False) + "\n")
+    ex = ex.assign(row=[rep.label(r) for r in ex["row"]]).rename(columns={"row": "cell"})
+    return ("Runs not in the means (diverged, failed, stopped by the wall-clock cap `trainer.max_time` before "
+            "`trainer.max_steps`, or other status):\n\n" + ex.to_markdown(index=False) + "\n")
 
 
 # -- plots ---------------------------------------------------------------------------------------
@@ -429,27 +632,53 @@ def _colors(cells: list[str]) -> dict[str, Any]:
     return {**known, **{c: cmap((len(order) + i) % 10) for i, c in enumerate(extra)}}
 
 
+def _row_colors(rep: TaskReport) -> dict[str, Any]:
+    if len(rep.rows) == len(rep.cells):
+        by_cell = _colors(rep.cells)
+        cell = rep.summary.drop_duplicates("row").set_index("row")["cell"]
+        return {r: by_cell[cell[r]] for r in rep.rows}
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10"]
+    return {r: cmap(i % 10) for i, r in enumerate(rep.rows)}
+
+
 def degradation_figure(rep: TaskReport):
+    """Score vs gap per row: mean over seeds, band = its 95% t-interval; each crossed memory horizon
+    as a dotted vertical line with its bootstrap interval shaded along the bottom."""
     from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.transforms import blended_transform_factory
     fig, ax = _figure()
-    colors = _colors(rep.cells)
+    colors = _row_colors(rep)
     s = rep.summary[rep.summary["n"] > 0]
-    hz = rep.horizons.set_index("cell")
-    for cell in rep.cells:
-        c = s[s["cell"] == cell].sort_values("gap")
+    hz = rep.horizons.set_index("row") if len(rep.horizons) else pd.DataFrame()
+    gaps = rep.gaps
+    strip = blended_transform_factory(ax.transData, ax.transAxes)
+    for i, row in enumerate(rep.rows):
+        c = s[s["row"] == row].sort_values("gap")
         if c.empty:
             continue
-        label = cell + (f" (horizon {hz.loc[cell, 'text']})" if cell in hz.index else "")
-        ax.plot(c["gap"], c["mean"], "o-", color=colors[cell], label=label, lw=1.6, ms=4)
-        ax.fill_between(c["gap"], c["min"], c["max"], color=colors[cell], alpha=0.15, lw=0)
-        if cell in hz.index and hz.loc[cell, "n"] > 0:
-            ax.axvline(hz.loc[cell, "mean"], color=colors[cell], ls=":", lw=1.3)
+        label = rep.label(row)
+        if row in hz.index:
+            label += f" (horizon {hz.loc[row, 'text']})"
+        if rep.shows_lr:
+            label += f", lr {', '.join(sorted({conditions.show(x) for x in c['lr'].dropna()}))}"
+        ax.plot(c["gap"], c["mean"], "o-", color=colors[row], label=label, lw=1.6, ms=4)
+        band = c.dropna(subset=["lo", "hi"])
+        ax.fill_between(band["gap"], band["lo"], band["hi"], color=colors[row], alpha=0.15, lw=0)
+        if row in hz.index and hz.loc[row, "kind"] == "crossed":
+            h = hz.loc[row]
+            ax.axvline(h["estimate"], color=colors[row], ls=":", lw=1.3)
+            lo = h["lo"] if np.isfinite(h["lo"]) and h["lo"] > 0 else gaps[0]
+            hi = h["hi"] if np.isfinite(h["hi"]) else gaps[-1]
+            y = 0.02 + 0.025 * i
+            ax.plot([lo, hi], [y, y], color=colors[row], lw=3, alpha=0.6, transform=strip, solid_capstyle="butt")
+            ax.plot([h["estimate"]], [y], "|", color=colors[row], ms=8, transform=strip)
     bases = pd.Series(rep.baselines()).sort_index().dropna()
     if len(bases):
         if np.allclose(bases.to_numpy(), bases.iloc[0]):
-            ax.axhline(bases.iloc[0], color="0.3", ls="--", lw=1.2, label=f"baseline {fmt(bases.iloc[0])}")
+            ax.axhline(bases.iloc[0], color="0.3", ls="--", lw=1.2, label=f"memoryless baseline {fmt(bases.iloc[0])}")
         else:
-            ax.plot(bases.index, bases.to_numpy(), "--", color="0.3", lw=1.2, label="baseline")
+            ax.plot(bases.index, bases.to_numpy(), "--", color="0.3", lw=1.2, label="memoryless baseline")
     if rep.criterion.task_class is not None and len(bases):
         solved = bases.map(rep.criterion.task_class.solved_threshold).astype(float)
         if np.allclose(solved.to_numpy(), solved.iloc[0]):
@@ -457,16 +686,24 @@ def degradation_figure(rep: TaskReport):
         else:
             ax.plot(solved.index, solved.to_numpy(), "-.", color="0.6", lw=1, label=f"solved: {rep.criterion.text}")
     ax.set_xscale("log")
-    vals = pd.concat([s["min"], s["max"], bases]).dropna()
+    vals = pd.concat([s["mean"], bases]).dropna()
+    if rep.criterion.task_class is not None and len(bases):
+        vals = pd.concat([vals, bases.map(rep.criterion.task_class.solved_threshold).astype(float)]).dropna()
     if not rep.higher and len(vals) and (vals > 0).all() and vals.max() / vals.min() > 100:
-        ax.set_yscale("log")
-    ax.set_xticks(rep.gaps)
+        ax.set_yscale("log")  # a t band reaching below 0 is cut at the bottom of the plot
+        ax.set_ylim(bottom=vals.min() / 3)
+    elif len(vals):  # a wide t band (few seeds) is cut at the plot's edge rather than squash the means
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = 0.15 * (hi - lo or abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xticks(gaps)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"gap ({gap_meaning(rep.task)}), log scale")
-    ax.set_ylabel(f"{rep.score_name} ({arrow(rep.higher)})")
-    ax.set_title(f"{rep.title}: {rep.score_name} vs gap\nline = mean over finished seeds, band = {BAND}, "
-                 "dotted vertical = mean memory horizon", fontsize=9)
+    ax.set_xlabel(textwrap.fill(f"gap (log scale): {gap_meaning(rep.task)}", 110), fontsize=9)
+    ax.set_ylabel(f"{rep.metric} ({arrow(rep.higher)})")
+    cond = f" [{rep.setting_label}]" if rep.setting_label else ""
+    ax.set_title(f"{rep.title}{cond}: {rep.metric} vs gap\nline = mean over seeds, band = 95% t-interval; "
+                 "dotted = memory horizon, bar at the bottom = its 95% bootstrap interval", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -504,7 +741,7 @@ def gradients_figure(curves: pd.DataFrame, task: str):
     ax.set_xlabel("steps back from the end of the sequence (T_len - 1 - t)")
     ax.set_ylabel("‖∂L/∂h_t‖ (mean over batch), log scale")
     ax.set_title(f"{task_title(task)}, gap {gap}: gradient reaching back in time\nat train step "
-                 f"{', '.join(map(str, steps[:4]))}{'…' if len(steps) > 4 else ''}; line = mean, band = {BAND}",
+                 f"{', '.join(map(str, steps[:4]))}{'…' if len(steps) > 4 else ''}; line = mean, band = min–max over runs",
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -515,6 +752,11 @@ def gradients_figure(curves: pd.DataFrame, task: str):
 def _save(fig, path: Path) -> Path:
     fig.savefig(path)
     return path
+
+
+def _save_both(fig, path: Path) -> list[Path]:
+    """PNG for Markdown and W&B, PDF (vector) for the paper."""
+    return [_save(fig, path), _save(fig, path.with_suffix(".pdf"))]
 
 
 def _figure_array(fig) -> np.ndarray:
@@ -551,8 +793,12 @@ def published_comparison(runs: pd.DataFrame, published: pd.DataFrame) -> pd.Data
         match = df[(df["task"] == p.task) & (df["gap"] == int(p.gap)) & (df["cell"] == p.cell)] if len(df) else df
         ok = match[match["status"] == "finished"] if len(match) else match
         vals = pd.to_numeric(ok[col], errors="coerce").dropna() if col and len(ok) else pd.Series(dtype=float)
-        if len(vals):
-            ours = entry(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else np.nan, len(vals))
+        if len(vals):  # one entry per condition, never pooled
+            parts = []
+            for _, v in vals.groupby(ok.loc[vals.index, "condition"], sort=False):
+                ci = stats.t_interval(v)
+                parts.append(entry(ci.mean, ci.half, ci.n))
+            ours = "; ".join(parts)
         elif len(ok):  # finished runs, but without that metric
             ours = "not recorded"
         elif len(match):
@@ -578,7 +824,7 @@ def published_markdown(cmp: pd.DataFrame, published: pd.DataFrame) -> str:
         s = published.drop_duplicates("task")
         sizes = ", ".join(f"{r.task} ≈{r.model_size}" for r in s.itertuples())
     return ("# Published numbers side by side\n\n"
-            f"Source: {sources}. Ours: mean ± sample std (n finished seeds) of the column named, over our runs "
+            f"Source: {sources}. Ours: mean ± 95% t-interval half-width (n finished seeds) of the column named, one entry per condition (separated by ';'), over our runs "
             "with the same task, gap and cell; 'not run' where there are none. "
             + (f"The paper tuned each model to a fixed parameter budget ({sizes}) and trained to convergence; "
                if sizes else "")
@@ -619,7 +865,7 @@ def _budget(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, extra: list[str],
-                   corrupt: list[str]) -> str:
+                   corrupt: list[str], notes: list[str] = ()) -> str:
     dev = df["device"].fillna("unknown").value_counts() if "device" in df else pd.Series(dtype=int)
     devices = ", ".join(f"{d} ({n} run{'s' * (n > 1)})" for d, n in dev.items()) or "unknown"
     torch_v = ", ".join(sorted(df["torch_version"].dropna().astype(str).unique())) if "torch_version" in df else ""
@@ -629,12 +875,13 @@ def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, 
         "# gapbench report", "",
         f"Produced by `{command}` at {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
         f"- **Runs summarised:** {len(df)} ({counts}); only finished runs enter means, horizons and "
-        "comparisons.",
+        "comparisons, and only runs of one condition (identical configs but for the seed) are aggregated.",
         f"- **Dates of the runs:** {_date_range(df)}.",
         f"- **Hardware:** {devices}" + (f"; torch {torch_v}" if torch_v else "") + ".",
         "- **Budget:** steps per run as configured (`cfg.trainer.max_steps`) and as run (`steps`), per sweep "
         "below.",
     ]
+    lines += [f"- **Note:** {n}." for n in notes]
     if corrupt:
         lines.append(f"- **Skipped:** {len(corrupt)} corrupt record(s): {', '.join(corrupt[:5])}"
                      + (" …" if len(corrupt) > 5 else ""))
@@ -649,7 +896,8 @@ def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, 
 
 # -- the whole report ----------------------------------------------------------------------------
 def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame | None = None,
-                 published: pd.DataFrame | None = None, command: str = "python -m gapbench.report") -> list[Path]:
+                 published: pd.DataFrame | None = None, command: str = "python -m gapbench.report",
+                 include_time_capped: bool = False, lr_per_gap: bool = False) -> list[Path]:
     """Write every file of the report into out_dir; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -658,6 +906,7 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         raise ReportError("no runs to report")
     written: list[Path] = []
     files: dict[str, list[str]] = {}
+    notes: list[str] = []
     if curves is not None and len(curves) and "run_id" in curves and "run_id" in df:
         curves = curves[curves["run_id"].isin(df.loc[df["status"] == "finished", "run_id"])]
 
@@ -666,28 +915,47 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         written.append(out / name)
 
     for task in sorted(df["task"].unique()):
-        rep = task_report(df, task)
-        names = [f"{task}.md", f"{task}.tex", f"{task}_degradation.png", f"{task}_horizon.md"]
-        written.append(_save(degradation_figure(rep), out / f"{task}_degradation.png"))
+        reps = tables(df, task, include_time_capped=include_time_capped, lr_per_gap=lr_per_gap)
+        names = [f"{task}.md"]
+        md = [f"# {reps[0].title} (`{task}`)", ""]
+        if len(reps) > 1:
+            md += [f"The store holds **{len(reps)} conditions** for this task (runs differing in more than the "
+                   "seed, the cell and the gap); each has its own table, labelled by the settings that differ. "
+                   "Nothing is averaged across them.", ""]
+            notes.append(f"{task_title(task)}: {len(reps)} conditions, reported apart")
+        capped = int(time_capped(df[df["task"] == task]).sum())
+        if capped:
+            md += [f"**Note:** {capped} finished run(s) were stopped by the wall-clock cap `trainer.max_time` before "
+                   "`trainer.max_steps`; " + ("they are included (`--include-time-capped`)." if include_time_capped
+                                              else "they trained for fewer steps than their condition says, so they "
+                                              "are left out of the tables (`--include-time-capped` keeps them)."),
+                   ""]
+            notes.append(f"{task_title(task)}: {capped} run(s) stopped by max_time "
+                         + ("included" if include_time_capped else "left out"))
+        for rep in reps:
+            stem = rep.slug
+            if len(reps) > 1:
+                md += [f"## Condition: {rep.setting_label}", ""]
+            if rep.lr_note:
+                md += [f"**Learning rate.** {rep.lr_note}", ""]
+            if rep.duplicates:
+                md += [f"**Note:** {rep.duplicates} finished run(s) repeat a (condition, seed) already in the table "
+                       "(the same configuration run again); only the newest of each counts.", ""]
+            fig = degradation_figure(rep)
+            written += _save_both(fig, out / f"{stem}_degradation.png")
+            put(f"{stem}.tex", latex_table(rep))
+            put(f"{stem}_horizon.md", f"# {rep.title}: memory horizon\n\n" + horizon_markdown(rep))
+            names += [f"{stem}.tex", f"{stem}_degradation.png", f"{stem}_degradation.pdf", f"{stem}_horizon.md"]
+            md += [f"**Table.** {rep.caption()}", "", markdown_table(rep), "", excluded_markdown(rep),
+                   "### Memory horizon", "", horizon_markdown(rep),
+                   f"![score vs gap]({stem}_degradation.png)", "",
+                   f"Score vs gap: mean over seeds, band = {BAND}, dashed = memoryless baseline, dotted vertical line "
+                   f"= memory horizon, bar along the bottom = its 95% bootstrap interval. Vector: "
+                   f"[{stem}_degradation.pdf]({stem}_degradation.pdf); LaTeX: [{stem}.tex]({stem}.tex).", ""]
         grad = gradients_figure(curves, task) if curves is not None and len(curves) else None
         if grad is not None:
-            written.append(_save(grad, out / f"{task}_gradients.png"))
-            names.append(f"{task}_gradients.png")
-        put(f"{task}.tex", latex_table(rep))
-        put(f"{task}_horizon.md", f"# {rep.title}: memory horizon\n\n" + horizon_markdown(rep))
-        warn = []
-        if rep.duplicates:
-            sweeps = ", ".join(sorted(df[df["task"] == task]["sweep_id"].dropna().astype(str).unique())) \
-                if "sweep_id" in df else "?"
-            warn = [f"**Note:** {rep.duplicates} finished run(s) repeat a (cell, gap, seed) already counted "
-                    f"(another config or sweep: {sweeps}); all are averaged. Use `--sweep ID` to report one sweep.",
-                    ""]
-        md = [f"# {rep.title} (`{task}`)", "", *warn, f"**Table.** {rep.caption()}", "", markdown_table(rep), "",
-              excluded_markdown(rep), "## Memory horizon", "", horizon_markdown(rep),
-              f"![score vs gap]({task}_degradation.png)", "",
-              f"Score vs gap: mean over finished seeds, band = {BAND}, dashed = baseline, dotted vertical "
-              "lines = mean memory horizon. LaTeX: [" + f"{task}.tex]({task}.tex).", ""]
-        if grad is not None:
+            written += _save_both(grad, out / f"{task}_gradients.png")
+            names += [f"{task}_gradients.png", f"{task}_gradients.pdf"]
             md += [f"![gradient vs distance]({task}_gradients.png)", "",
                    "‖∂L/∂h_t‖ against steps back from the end (log y): a straight falling line is exponential "
                    "decay, the vanishing gradient.", ""]
@@ -698,7 +966,7 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
     if published is not None and len(published):
         put("published.md", published_markdown(published_comparison(df, published), published))
         extra.append("published.md")
-    put("index.md", index_markdown(df, files, command, extra, list(runs.attrs.get("corrupt", []))))
+    put("index.md", index_markdown(df, files, command, extra, list(runs.attrs.get("corrupt", [])), notes))
     return written
 
 
@@ -744,26 +1012,29 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
                 payload: dict[str, Any] = {}
                 summary: dict[str, Any] = {}
                 for task in sorted(sub["task"].unique()):
-                    rep = task_report(sub, task)
-                    s = rep.summary.assign(entry=[entry(m, sd, n) for m, sd, n in
-                                                  zip(rep.summary["mean"], rep.summary["std"], rep.summary["n"])])
-                    s = s[["cell", "gap", "n", "mean", "std", "min", "max", "diverged", "failed", "baseline", "entry"]]
-                    payload[f"{task}/scores"] = wandb.Table(dataframe=s.astype({"gap": int, "n": int}))
-                    payload[f"{task}/horizon"] = wandb.Table(dataframe=rep.horizons.astype(str))
-                    payload[f"{task}/score_vs_gap"] = wandb.Image(
-                        _figure_array(degradation_figure(rep)),
-                        caption=f"{rep.title}: {rep.score_name} vs gap; band = {BAND}")
-                    # the same plot as an interactive chart: one line per cell, mean over seeds
-                    lines = [(c, g.dropna(subset=["mean"]).sort_values("gap"))
-                             for c, g in s.groupby("cell", sort=False)]
-                    lines = [(c, g) for c in cell_order(s["cell"]) for cc, g in lines if cc == c and len(g)]
-                    if lines:
-                        payload[f"{task}/score_vs_gap_chart"] = wandb.plot.line_series(
-                            xs=[g["gap"].astype(int).tolist() for _, g in lines],
-                            ys=[g["mean"].astype(float).tolist() for _, g in lines], keys=[c for c, _ in lines],
-                            title=f"{rep.title}: mean {rep.score_name} over seeds vs gap", xname="gap")
-                    summary[f"{task}/score_name"] = rep.score_name
-                    summary[f"{task}/cells"] = len(lines)
+                    for rep in tables(sub, task):
+                        key = rep.slug
+                        s = rep.summary.assign(
+                            cell=[rep.label(x) for x in rep.summary["row"]],
+                            entry=[entry(m, h, n) for m, h, n in
+                                   zip(rep.summary["mean"], rep.summary["half"], rep.summary["n"])])
+                        s = s[["cell", "lr", "gap", "n", "mean", "lo", "hi", "solved", "best", "diverged", "failed",
+                               "time_capped", "baseline", "entry"]]
+                        payload[f"{key}/scores"] = wandb.Table(dataframe=s.astype({"gap": int, "n": int}))
+                        payload[f"{key}/horizon"] = wandb.Table(dataframe=rep.horizons.drop(columns="horizon").astype(str))
+                        payload[f"{key}/score_vs_gap"] = wandb.Image(
+                            _figure_array(degradation_figure(rep)),
+                            caption=f"{rep.title}: {rep.metric} vs gap; band = {BAND}")
+                        # the same plot as an interactive chart: one line per cell, mean over seeds
+                        lines = [(c, g.dropna(subset=["mean"]).sort_values("gap")) for c, g in s.groupby("cell", sort=False)]
+                        lines = [(c, g) for c, g in lines if len(g)]
+                        if lines:
+                            payload[f"{key}/score_vs_gap_chart"] = wandb.plot.line_series(
+                                xs=[g["gap"].astype(int).tolist() for _, g in lines],
+                                ys=[g["mean"].astype(float).tolist() for _, g in lines], keys=[c for c, _ in lines],
+                                title=f"{rep.title}: mean {rep.metric} over seeds vs gap", xname="gap")
+                        summary[f"{key}/score_name"] = rep.metric
+                        summary[f"{key}/cells"] = len(lines)
                 run.log(payload)
                 run.summary.update({"runs": len(sub), "finished": int((sub["status"] == "finished").sum()), **summary})
                 dirs.append(str(getattr(run, "dir", "") or ""))
@@ -787,6 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="published numbers to set beside ours (default: the packaged Bai et al. 2018 Table 1)")
     p.add_argument("--sweep", action="append", metavar="ID",
                    help="report only runs of this sweep_id (repeat for several; default: all runs)")
+    p.add_argument("--include-time-capped", action="store_true",
+                   help="keep runs stopped by the wall-clock cap trainer.max_time in the tables (default: left out "
+                        "and counted)")
+    p.add_argument("--lr-per-gap", action="store_true",
+                   help="with a learning-rate sweep in the store, select each cell's rate per gap (default: one "
+                        "rate per cell and task), by validation score")
     p.add_argument("--wandb", action="store_true",
                    help="also log one W&B summary run per sweep_id (job_type=report), files under <results>/wandb")
     p.add_argument("--wandb-mode", choices=["offline", "online", "disabled"], default="offline",
@@ -837,7 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, ReportError) as e:
             return fail(f"cannot read published numbers {args.published}: {str(e).splitlines()[0]}")
     try:
-        written = write_report(runs, out_dir, curves=curves, published=published, command=command)
+        written = write_report(runs, out_dir, curves=curves, published=published, command=command,
+                               include_time_capped=args.include_time_capped, lr_per_gap=args.lr_per_gap)
     except ReportError as e:
         return fail(str(e))
     except OSError as e:
