@@ -64,7 +64,7 @@ def test_adding_marker_statistics():
     """Bai et al. 2018 / locuslab/TCN draw two distinct positions uniformly: both land in the second half
     of a long sequence with probability ~1/4 and the earlier one lies 2T/3 before the end on average;
     one-per-half never puts both in the second half and the earlier one lies 3T/4 before the end."""
-    T, n = 600, 40000
+    T, n = 600, 20000
     for markers, both_late, lead in [("anywhere", 0.25, 2 / 3), ("halves", 0.0, 0.75)]:
         marks = adding_batch(n, T, seeded_generator(0, 1), markers=markers)[0][..., 1]
         pos = marks.nonzero()[:, 1].view(n, 2)
