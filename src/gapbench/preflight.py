@@ -27,6 +27,7 @@ from gapbench.tasks import TaskError
 from gapbench.validate import ConfigError, check_config, plain
 
 GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
+MAX_CHECKED = 2000  # _expand: the first jobs of a sweep, for per-job measurements
 MAX_GROUP_COMBINATIONS = 64  # beyond this, group choices too are varied one at a time
 ADDABLE = ("cell", "task", "trainer")  # +KEY=... is refused unless a cell, task or Lightning's Trainer reads KEY
 
@@ -34,6 +35,15 @@ ADDABLE = ("cell", "task", "trainer")  # +KEY=... is refused unless a cell, task
 def _choices(group: str) -> list[str]:
     """Options of a config group: our yaml files plus what plugins register (launchers)."""
     return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every job of a sweep as its override list (the full product, at most MAX_CHECKED): for
+    callers that need each job (gapbench.overhead's per-job timings), not for checking."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    per_key = [[f"{o.get_key_element()}={v}" for v in _values(o)] if o.is_sweep_override() else [o.input_line]
+               for o in parsed]
+    return [list(c) for c in itertools.islice(itertools.product(*per_key), MAX_CHECKED)]
 
 
 def _values(o) -> list[str]:
