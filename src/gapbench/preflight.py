@@ -36,6 +36,23 @@ def _choices(group: str) -> list[str]:
     return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
+MAX_CHECKED = 2000  # _expand's cap
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every job of a sweep as its override list (the full product, at most MAX_CHECKED): for
+    callers that need each job (gapbench.overhead's per-job timings), not for checking."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    per_key = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            per_key.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            per_key.append([o.input_line])
+    return [list(c) for c in itertools.islice(itertools.product(*per_key), MAX_CHECKED)]
+
+
 def _values(o) -> list[str]:
     return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
 
