@@ -409,7 +409,7 @@ def _table(df, task, setting, setting_keys, setting_label, keys_of, include_time
     crit = criterion_for(task, _one(df["score_name"]), higher)
     chosen = chosen.assign(solved=_solved_flags(task, crit, chosen, summary))
     counts = chosen.dropna(subset=["solved"]).groupby(["row", "gap"])["solved"].agg(["sum", "count"])
-    summary["solved"] = [counts.loc[(r, g), "sum"] if (r, g) in counts.index else 0
+    summary["solved"] = [int(counts.loc[(r, g), "sum"]) if (r, g) in counts.index else 0
                          for r, g in zip(summary["row"], summary["gap"])]
     summary["best"] = False
     for gap, s in summary.groupby("gap"):
@@ -1020,7 +1020,10 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
                                    zip(rep.summary["mean"], rep.summary["half"], rep.summary["n"])])
                         s = s[["cell", "lr", "gap", "n", "mean", "lo", "hi", "solved", "best", "diverged", "failed",
                                "time_capped", "baseline", "entry"]]
-                        payload[f"{key}/scores"] = wandb.Table(dataframe=s.astype({"gap": int, "n": int}))
+                        payload[f"{key}/scores"] = wandb.Table(dataframe=s.astype(
+                            {"gap": int, "n": int, "solved": int, "best": bool, "lr": float, "diverged": int,
+                             "failed": int, "time_capped": int, "mean": float, "lo": float, "hi": float,
+                             "baseline": float, "cell": str, "entry": str}))
                         payload[f"{key}/horizon"] = wandb.Table(dataframe=rep.horizons.drop(columns="horizon").astype(str))
                         payload[f"{key}/score_vs_gap"] = wandb.Image(
                             _figure_array(degradation_figure(rep)),
