@@ -685,7 +685,10 @@ def degradation_figure(rep: TaskReport):
             ax.axhline(solved.iloc[0], color="0.6", ls="-.", lw=1, label=f"solved: {rep.criterion.text}")
         else:
             ax.plot(solved.index, solved.to_numpy(), "-.", color="0.6", lw=1, label=f"solved: {rep.criterion.text}")
-    ax.set_xscale("log")
+    if min(gaps) > 0:
+        ax.set_xscale("log")
+    else:  # gap 0 (seq_mnist's undelayed task) has no logarithm: linear up to 1, logarithmic beyond
+        ax.set_xscale("symlog", linthresh=1)
     vals = pd.concat([s["mean"], bases]).dropna()
     if rep.criterion.task_class is not None and len(bases):
         vals = pd.concat([vals, bases.map(rep.criterion.task_class.solved_threshold).astype(float)]).dropna()
