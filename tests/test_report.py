@@ -298,6 +298,18 @@ def test_cli_wandb_offline_writes_under_results(tmp_path, monkeypatch):
     import json
     (chart,) = copy_run.glob("files/media/table/copy/score_vs_gap_chart_table_*.table.json")  # interactive chart
     table = json.loads(chart.read_text())
-    assert table["columns"] == ["step", "lineKey", "lineVal"] and {r[1] for r in table["data"]} >= {"rnn", "lstm"}
+    assert table["columns"] == ["step", "lineKey", "lineVal"] and {r[1] for r in table["data"]} >= {"tanh RNN", "LSTM"}
     assert {k: os.environ.get(k) for k in before} == before  # W&B env restored for the caller
     print(f"wandb offline report: {time.time() - t0:.1f} s")
+
+
+def test_gap_zero_is_plotted_and_left_out_of_the_log_gap_horizon(tmp_path):
+    """seq_mnist's gap 0 (the undelayed task) has no log(gap): symlog axis, fit over gaps > 0."""
+    rows = _five_seed_rows({("lstm", 0): [0.97] * 5, ("lstm", 10): [0.96] * 5, ("lstm", 100): [0.5] * 5},
+                           task="seq_mnist", metric="acc", baseline=0.1, wall_s=10.0)
+    written = report.write_report(pd.DataFrame(rows), tmp_path)
+    assert (tmp_path / "seq_mnist_degradation.png") in written
+    _png_ok(tmp_path / "seq_mnist_degradation.png")
+    rep = report.task_report(pd.DataFrame(rows), "seq_mnist", n_boot=50)
+    h = rep.horizons.set_index(rep.horizons.columns[0]).iloc[0]
+    assert 10 <= h["estimate"] <= 100

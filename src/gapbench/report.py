@@ -838,8 +838,10 @@ def published_markdown(cmp: pd.DataFrame, published: pd.DataFrame) -> str:
 
 # -- index ---------------------------------------------------------------------------------------
 def _date_range(df: pd.DataFrame) -> str:
-    start = pd.to_datetime(df.get("started_at"), utc=True, errors="coerce").dropna()
-    end = pd.to_datetime(df.get("finished_at"), utc=True, errors="coerce").dropna()
+    def times(col: str) -> pd.Series:  # a store whose rows lack the column (hand-made ones) has no dates
+        return pd.to_datetime(df[col], utc=True, errors="coerce").dropna() if col in df else pd.Series(dtype=object)
+
+    start, end = times("started_at"), times("finished_at")
     if start.empty and end.empty:
         return "unknown"
     lo = (start if len(start) else end).min()
