@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gapbench.models import Tagger
+from gapbench.readout import Tagger
 from gapbench.tasks.base import Task, TaskError, seeded_generator
 
 KEYS = 88

@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gapbench.models import Tagger
+from gapbench.readout import Tagger
 from gapbench.tasks.base import SyntheticTask, TaskError
 
 NOISE = 0

@@ -31,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gapbench.models import Tagger
+from gapbench.readout import Tagger
 from gapbench.tasks import mnist_data
 from gapbench.tasks.base import Task, TaskError, seeded_generator
 

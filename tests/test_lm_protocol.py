@@ -180,7 +180,7 @@ def test_standard_protocol_job_end_to_end_and_checkpoint_hooks(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from gapbench.job import make_model, make_task, run_job
-    from gapbench.model import GapModule
+    from gapbench.lightning_module import GapModule
 
     corpus = write_corpus(tmp_path / "c")
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):

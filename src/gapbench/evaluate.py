@@ -38,7 +38,7 @@ def load(ckpt_path: str | Path):
     from omegaconf import OmegaConf
 
     from gapbench.job import make_model, make_task
-    from gapbench.model import GapModule
+    from gapbench.lightning_module import GapModule
 
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
@@ -58,7 +58,7 @@ def evaluate(ckpt_path: str | Path, threads: int | None = None) -> dict[str, Any
     """Test metrics of a checkpoint: {'run_id', 'step', 'score_name', 'score', 'test/<metric>': ...}."""
     import torch
 
-    from gapbench.model import TaskData
+    from gapbench.lightning_module import TaskData
 
     cfg, module, task, step = load(ckpt_path)
     if threads:

@@ -24,7 +24,7 @@ from gapbench import cells, continuation, jobstate, results, sweep_progress, tas
 from gapbench.evaluate import ConfigInCheckpoint
 from gapbench.measurement import not_a_measurement
 from gapbench.conditions import condition_id
-from gapbench.model import Diverged, GapModule, TaskData
+from gapbench.lightning_module import Diverged, GapModule, TaskData
 from gapbench.probe import GradientProbe
 from gapbench.progress import StepProgressBar
 from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
