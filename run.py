@@ -47,5 +47,7 @@ if __name__ == "__main__":
     from gapbench.preflight import preflight
 
     preflight(sys.argv[1:], CONF)
+    from gapbench.signals import forward_to_workers
+
     forward_to_workers()  # SIGTERM/SIGINT stop a sweep's worker processes with it
     main()
