@@ -183,7 +183,7 @@ def _start_wandb(mode: str, results_dir: Path, init: dict[str, Any]):
     import wandb
 
     if mode != "online":
-        return wandb.init(mode=mode, **init)
+        return _init_when_free(wandb, dict(mode=mode, **init))
     timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", WANDB_TIMEOUT_S))
     why = _wandb_reachable(timeout)
     if why is None:
@@ -194,7 +194,21 @@ def _start_wandb(mode: str, results_dir: Path, init: dict[str, Any]):
             wandb.teardown()  # the failed online run still holds its id in W&B's service
     log.warning("W&B unreachable (%s); logging this run offline in %s; upload it later with `wandb sync`",
                 why, results_dir / "wandb")
-    return wandb.init(mode="offline", **init)
+    return _init_when_free(wandb, dict(mode="offline", **init))
+
+
+def _init_when_free(wandb, kwargs: dict[str, Any], wait_s: float = 60.0):
+    """wandb.init; if the run id is still "in use" (the W&B service of a SIGKILLed earlier start of
+    this job lives on until it notices), wait for it to let go rather than fail the job."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return wandb.init(**kwargs)
+        except Exception as e:  # noqa: BLE001 - wandb raises its own ServerResponseError here
+            if "in use" not in str(e) or time.monotonic() > deadline:
+                raise
+            wandb.teardown()
+            time.sleep(2.0)
 
 
 def _finished(done: dict[str, Any] | None) -> bool:
