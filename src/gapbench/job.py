@@ -197,17 +197,28 @@ def _start_wandb(mode: str, results_dir: Path, init: dict[str, Any]):
     return _init_when_free(wandb, dict(mode="offline", **init))
 
 
-def _init_when_free(wandb, kwargs: dict[str, Any], wait_s: float = 60.0):
+def _init_when_free(wandb, kwargs: dict[str, Any], wait_s: float = 120.0):
     """wandb.init; if the run id is still "in use" (the W&B service of a SIGKILLed earlier start of
-    this job lives on until it notices), wait for it to let go rather than fail the job."""
-    deadline = time.monotonic() + wait_s
+    this job lives on until it notices), wait for it to let go; if it never does, log this start as
+    a new W&B run rather than fail the job: the logger never costs a result."""
+    deadline, said = time.monotonic() + wait_s, False
     while True:
         try:
             return wandb.init(**kwargs)
         except Exception as e:  # noqa: BLE001 - wandb raises its own ServerResponseError here
-            if "in use" not in str(e) or time.monotonic() > deadline:
+            if "in use" not in str(e):
                 raise
             wandb.teardown()
+            if time.monotonic() > deadline:
+                import secrets
+
+                log.warning("W&B run %s is still held by an earlier start of this job after %.0f s; this start "
+                            "logs to a new W&B run", kwargs.get("id"), wait_s)
+                return wandb.init(**{**kwargs, "id": secrets.token_hex(6)})
+            if not said:
+                log.info("W&B run %s is still held by an earlier, killed start of this job; waiting up to %.0f s",
+                         kwargs.get("id"), wait_s)
+                said = True
             time.sleep(2.0)
 
 
