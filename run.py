@@ -5,6 +5,9 @@ import sys
 # Before torch starts: torch's OpenMP threads otherwise spin-wait for each other, and a 2-thread
 # job runs ~7x slower while any other process is busy on the CPU (docs/performance.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# A W&B service inherited from the launching process (a notebook, a test runner) would outlive this
+# job: after a SIGKILL it keeps holding the job's W&B run id, and the rerun could not resume it.
+os.environ.pop("WANDB_SERVICE", None)
 
 from pathlib import Path  # noqa: E402
 

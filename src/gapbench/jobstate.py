@@ -166,7 +166,8 @@ def start_rerun(job_dir: Path, replaces: dict[str, Any]) -> bool:
     progress and notes which row it replaces; a start after an interruption finds that note and
     resumes. Returns True when this start resumes an interrupted rerun."""
     marker = Path(job_dir) / RERUN
-    stamp = str(replaces.get("finished_at"))
+    # finished_at has whole seconds: two rows finished in the same second would share it; wall_s tells them apart
+    stamp = f"{replaces.get('finished_at')}|{replaces.get('wall_s')!r}"
     try:
         if json.loads(marker.read_text()).get("replaces") == stamp:
             return True
