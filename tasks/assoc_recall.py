@@ -33,13 +33,15 @@ the whole vocabulary; baseline: 1 / (number of values) = 2/V, guessing among the
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapbench.tasks.base import SyntheticTask, TaskError, seeded_generator
+from gapbench.tasks.base import SyntheticTask, TaskError, check_int, seeded_generator
 
 DISTANCES = ("exact", "powerlaw")
 
@@ -86,9 +88,7 @@ class TokenTagger(nn.Module):
         return self.readout(h.gather(1, positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])))
 
 
-def _check_int(name, value, lo):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise TaskError(f"{name}={value!r} is invalid for task assoc_recall: use an integer >= {lo}")
+_check_int = functools.partial(check_int, "assoc_recall")
 
 
 class AssocRecall(SyntheticTask):

@@ -105,6 +105,15 @@ class Task(ABC):
         """Reduce eval_step outputs to metrics; must contain "loss" and `score_name`."""
 
 
+def check_int(task: str | None, name: str, value: Any, lo: int, allow_none: bool = False) -> None:
+    """One task option that must be an integer >= lo (or None where allowed): TaskError otherwise."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        where = f" for task {task}" if task else ""
+        raise TaskError(f"{name}={value!r} is invalid{where}: use an integer >= {lo}" + (" or null" if allow_none else ""))
+
+
 def seeded_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for one (seed, stream) pair: streams keep train steps and eval splits independent."""
     g = torch.Generator(device=device)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gapbench import text
-from gapbench.tasks.base import Task, TaskError, seeded_generator
+from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
 SPLITS = {"val": "valid", "test": "test"}
 PROTOCOLS = ("context", "standard")
@@ -85,12 +85,7 @@ def detach(state):
     return tuple(detach(s) for s in state)
 
 
-def _check_int(name: str, value: Any, lo: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        extra = " or null" if allow_none else ""
-        raise TaskError(f"{name}={value!r} is invalid: use an integer >= {lo}{extra}")
+_check_int = functools.partial(check_int, None)
 
 
 def _check_dropout(dropout: Any) -> None:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from gapbench.readout import Tagger
-from gapbench.tasks.base import Task, TaskError, seeded_generator
+from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
 KEYS = 88
 SPLITS = {"val": "valid", "test": "test"}
@@ -142,9 +142,7 @@ def pad(pieces: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True), lengths
 
 
-def _check_int(name, value, lo):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise TaskError(f"{name}={value!r} is invalid for task poly_music: use an integer >= {lo}")
+_check_int = functools.partial(check_int, "poly_music")
 
 
 # -- task ------------------------------------------------------------------------------------------

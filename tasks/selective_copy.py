@@ -21,13 +21,15 @@ recalled tokens; baseline: guessing among the A-2 data tokens, 1/(A-2) = 1/14.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
 import torch.nn.functional as F
 
 from gapbench.readout import Tagger
-from gapbench.tasks.base import SyntheticTask, TaskError
+from gapbench.tasks.base import SyntheticTask, TaskError, check_int
 
 NOISE = 0
 
@@ -46,9 +48,7 @@ def selective_copy_batch(batch: int, gap: int, n_tokens: int, vocab_size: int, g
     return x, tokens
 
 
-def _check_int(name, value, lo):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise TaskError(f"{name}={value!r} is invalid for task selective_copy: use an integer >= {lo}")
+_check_int = functools.partial(check_int, "selective_copy")
 
 
 class SelectiveCopy(SyntheticTask):

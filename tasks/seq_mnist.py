@@ -26,6 +26,8 @@ permuted 85.7 / 87.3 / 25.3 / 97.2.
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import torch
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 
 from gapbench.readout import Tagger
 from gapbench.tasks import mnist_data
-from gapbench.tasks.base import Task, TaskError, seeded_generator
+from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
 PIXELS = 784
 MEAN, STD = 0.1307, 0.3081
@@ -58,12 +60,7 @@ def pixel_sequences(images: torch.Tensor, gap: int, order: torch.Tensor | None =
     return x.unsqueeze(-1)
 
 
-def _check_int(name, value, lo, allow_none=False):
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise TaskError(f"{name}={value!r} is invalid for task seq_mnist: use an integer >= {lo}"
-                        + (" or null" if allow_none else ""))
+_check_int = functools.partial(check_int, "seq_mnist")
 
 
 class SeqMNIST(Task):

@@ -143,9 +143,6 @@ def _check_launcher(hydra_cfg) -> None:
 
 def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     """None if every job of this command line is valid, else the one-line reason."""
-    from gapbench.tasks import TaskError  # imports torch: not at module level, so `--help` stays fast
-    from gapbench.validate import ConfigError, check_config
-
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
