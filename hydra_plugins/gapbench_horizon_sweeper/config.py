@@ -15,6 +15,7 @@ class HorizonSweeperConf:
     min_gap: Optional[int] = None  # smallest gap tried; null = the task's min_gap
     max_gap: int = 2000           # largest gap tried; a cell that solves it gets horizon ">= max_gap"
     params: Optional[Dict[str, str]] = None  # swept keys from a config file, as for the basic sweeper
+    lr_from: Optional[str] = None  # a learning-rate selection (python -m gapbench.lr_selection): each cell's optim.lr
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="horizon", node=HorizonSweeperConf,

@@ -68,9 +68,10 @@ def _write_json(path: Path, obj: Any) -> None:
 
 class HorizonSweeper(Sweeper):
     def __init__(self, factor: float = 1.5, grow: float = 2.0, min_gap: Optional[int] = None,
-                 max_gap: int = 2000, params: Optional[Dict[str, str]] = None) -> None:
+                 max_gap: int = 2000, params: Optional[Dict[str, str]] = None, lr_from: Optional[str] = None) -> None:
         super().__init__()
         self.factor, self.grow, self.min_gap, self.max_gap = factor, grow, min_gap, max_gap
+        self.lr_from = lr_from
         self.params = params or {}
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
@@ -114,6 +115,26 @@ class HorizonSweeper(Sweeper):
             _refuse(f"hydra.sweeper: {e}")
         return search, task_cls, {"task": cfg.task.name, "cell": cfg.cell.name, "seed": cfg.seed}
 
+    def _selected_lr(self, combo: list[str], names: dict[str, Any]) -> list[str]:
+        """`optim.lr=<rate>` for this search's cell from hydra.sweeper.lr_from ([] without one)."""
+        if not self.lr_from:
+            return []
+        from gapbench import lr_selection
+
+        try:
+            sel = lr_selection.read(self.lr_from)
+        except lr_selection.SelectionError as e:
+            _refuse(f"hydra.sweeper.lr_from: {e}")
+        if any(_key(o) == "optim.lr" for o in combo):
+            _refuse("optim.lr is given on the command line and by hydra.sweeper.lr_from; give one of them")
+        if sel.get("task") not in (None, names["task"]):
+            _refuse(f"hydra.sweeper.lr_from={self.lr_from} selected rates on task {sel['task']}, "
+                    f"not on task {names['task']}")
+        if names["cell"] not in sel["cells"]:
+            _refuse(f"hydra.sweeper.lr_from={self.lr_from} has no rate for cell {names['cell']} "
+                    f"(it has: {', '.join(sel['cells'])}); run its learning-rate sweep with this cell")
+        return [f"optim.lr={sel['cells'][names['cell']]['selected']!r}"]
+
     def _row(self, ret: JobReturn) -> dict[str, Any]:
         from gapbench import results  # imports pandas: not at module level (see _search_for)
 
@@ -135,6 +156,7 @@ class HorizonSweeper(Sweeper):
         searches = []
         for combo in combos:
             search, task_cls, names = self._search_for(combo)
+            combo = combo + self._selected_lr(combo, names)
             label = " ".join(o for o in combo if _key(o) in swept) or "all"
             searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
                              "search": search, "task": task_cls, "names": names, "runs": {}})
