@@ -130,11 +130,11 @@ class StopOnSignal(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._requested(trainer):
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)
             raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, saved=True)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.checkpoint)
+        trainer.save_checkpoint(self.checkpoint, weights_only=False)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._requested(trainer):
