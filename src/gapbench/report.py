@@ -278,6 +278,9 @@ class TaskReport:
     def caption(self) -> str:
         cond = f" [{self.setting_label}]" if self.setting_label else ""
         solved = (f"; solved = seeds meeting {self.criterion.text} / seeds" if self.has_solved else "")
+        if solved and self.runs is not None and "cfg.stop_when_solved" in self.runs \
+                and self.runs["cfg.stop_when_solved"].map(lambda v: v is True).any():
+            solved += " (judged on the validation split: the jobs stopped when it was met)"
         return (f"{self.title}{cond}: {self.metric} ({arrow(self.higher)}) by gap ({gap_meaning(self.task)}). "
                 f"Mean ± 95% t-interval half-width over n seeds{solved}. Bold: better than every other cell "
                 f"at that gap by a two-sided exact permutation test (α = {stats.ALPHA}) and 95% interval clear "
@@ -307,6 +310,11 @@ def _solved_flags(task: str, crit: Criterion, df: pd.DataFrame, summary: pd.Data
         t = g["gap"].map(thr)
         ok = (g["score"] >= t) if higher else (g["score"] <= t)
         out.loc[g.index] = ok.where(t.notna() & g["score"].notna(), np.nan)
+    if crit.task_class is not None and "solved_at_step" in df and "cfg.stop_when_solved" in df:
+        # a job that stopped when solved was judged on the validation split, as the horizon sweeper
+        # judged it (job_solved); its test score is reported, not re-judged
+        stopping = df["cfg.stop_when_solved"].map(lambda v: v is True)
+        out.loc[stopping] = df.loc[stopping, "solved_at_step"].notna()
     return out
 
 
@@ -752,6 +760,91 @@ def gradients_figure(curves: pd.DataFrame, task: str):
     return fig
 
 
+def steps_to_solve_figure(rep: TaskReport):
+    """Steps to solve against gap (jobs that recorded `solved_at_step`): one point per solved job,
+    a cross at the budget for each job that did not solve; the line joins per-gap medians of the
+    solved jobs. None when no job of the table recorded a solved step."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    runs = rep.runs
+    if runs is None or "solved_at_step" not in runs or runs["solved_at_step"].notna().sum() == 0:
+        return None
+    fig, ax = _figure()
+    colors = _row_colors(rep)
+    budget = pd.to_numeric(runs.get("cfg.trainer.max_steps"), errors="coerce")
+    for row in rep.rows:
+        g = runs[runs["row"] == row]
+        if g.empty:
+            continue
+        done = g[g["solved_at_step"].notna()]
+        miss = g[g["solved_at_step"].isna()]
+        ax.plot(done["gap"], done["solved_at_step"], "o", color=colors[row], ms=4, alpha=0.7,
+                label=f"{rep.label(row)} ({len(done)}/{len(g)} jobs solved)")
+        if len(miss):
+            ax.plot(miss["gap"], budget[miss.index], "x", color=colors[row], ms=5, alpha=0.7)
+        med = done.groupby("gap")["solved_at_step"].median()
+        if len(med) > 1:
+            ax.plot(med.index, med.to_numpy(), "-", color=colors[row], lw=1.2, alpha=0.8)
+    if budget.notna().any() and budget.nunique() == 1:
+        ax.axhline(budget.dropna().iloc[0], color="0.4", ls="--", lw=1, label=f"budget {int(budget.dropna().iloc[0])} steps")
+    ax.set_xscale("log" if runs["gap"].min() > 0 else "symlog")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(textwrap.fill(f"gap (log scale): {gap_meaning(rep.task)}", 110), fontsize=9)
+    ax.set_ylabel("training steps to solve (first validation meeting the criterion)")
+    cond = f" [{rep.setting_label}]" if rep.setting_label else ""
+    ax.set_title(f"{rep.title}{cond}: steps to solve vs gap ({rep.criterion.text})\n"
+                 "dot = a job that solved, x = one that did not (drawn at its budget); line = median of the solved",
+                 fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def horizons_figure(reps: list[TaskReport]):
+    """Each model's memory horizon with its 95% interval, one panel per table that has horizons;
+    a censored horizon is drawn as an arrow from its bound. None when no table has one."""
+    reps = [r for r in reps if r.has_solved and len(r.horizons) and (r.horizons["kind"] != "none").any()]
+    if not reps:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+    rows = max(len(r.horizons) for r in reps)
+    fig = Figure(figsize=(4.6 * len(reps), 1.1 + 0.36 * rows), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(reps), squeeze=False)[0]
+    for ax, rep in zip(axes, reps):
+        colors = _row_colors(rep)
+        h = rep.horizons.set_index("row")
+        order = [r for r in rep.rows if r in h.index][::-1]
+        for y, row in enumerate(order):
+            x = h.loc[row]
+            c = colors[row]
+            if x["kind"] == "crossed":
+                lo = x["lo"] if np.isfinite(x["lo"]) and x["lo"] > 0 else x["min_gap"]
+                hi = x["hi"] if np.isfinite(x["hi"]) else x["max_gap"]
+                ax.plot([lo, hi], [y, y], color=c, lw=2.5, alpha=0.5, solid_capstyle="butt")
+                ax.plot([x["estimate"]], [y], "o", color=c, ms=6)
+            elif x["kind"] == "above":
+                ax.plot([x["max_gap"]], [y], ">", color=c, ms=8)
+            elif x["kind"] == "below":
+                ax.plot([x["min_gap"]], [y], "<", color=c, ms=8)
+            ax.annotate(x["text"], (1.01, y), xycoords=("axes fraction", "data"), fontsize=7, va="center")
+        ax.set_yticks(range(len(order)), [rep.label(r) for r in order], fontsize=8)
+        ax.set_ylim(-0.6, len(order) - 0.4)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        cond = f" [{rep.setting_label}]" if rep.setting_label else ""
+        ax.set_title(f"{rep.title}{cond}\n{rep.criterion.text}", fontsize=8)
+        ax.set_xlabel("memory horizon (gap), log scale", fontsize=8)
+        ax.grid(alpha=0.3, axis="x", which="both")
+    fig.suptitle("Memory horizon per model: dot = estimate, bar = 95% bootstrap interval over seeds, "
+                 "arrow = beyond the gaps run", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig, path: Path) -> Path:
     fig.savefig(path)
     return path
@@ -919,6 +1012,7 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
+    all_reps: list[TaskReport] = []
     for task in sorted(df["task"].unique()):
         reps = tables(df, task, include_time_capped=include_time_capped, lr_per_gap=lr_per_gap)
         names = [f"{task}.md"]
@@ -951,12 +1045,20 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
             put(f"{stem}.tex", latex_table(rep))
             put(f"{stem}_horizon.md", f"# {rep.title}: memory horizon\n\n" + horizon_markdown(rep))
             names += [f"{stem}.tex", f"{stem}_degradation.png", f"{stem}_degradation.pdf", f"{stem}_horizon.md"]
+            all_reps.append(rep)
             md += [f"**Table.** {rep.caption()}", "", markdown_table(rep), "", excluded_markdown(rep),
                    "### Memory horizon", "", horizon_markdown(rep),
                    f"![score vs gap]({stem}_degradation.png)", "",
                    f"Score vs gap: mean over seeds, band = {BAND}, dashed = memoryless baseline, dotted vertical line "
                    f"= memory horizon, bar along the bottom = its 95% bootstrap interval. Vector: "
                    f"[{stem}_degradation.pdf]({stem}_degradation.pdf); LaTeX: [{stem}.tex]({stem}.tex).", ""]
+            sts = steps_to_solve_figure(rep)
+            if sts is not None:
+                written += _save_both(sts, out / f"{stem}_steps_to_solve.png")
+                names += [f"{stem}_steps_to_solve.png", f"{stem}_steps_to_solve.pdf"]
+                md += [f"![steps to solve vs gap]({stem}_steps_to_solve.png)", "",
+                       "Steps to solve: the first validation (every `trainer.val_check_interval` steps) at which "
+                       "a job met the criterion; a second measure of difficulty beside the horizon.", ""]
         grad = gradients_figure(curves, task) if curves is not None and len(curves) else None
         if grad is not None:
             written += _save_both(grad, out / f"{task}_gradients.png")
@@ -968,6 +1070,10 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         files[task] = names
 
     extra = []
+    hz_fig = horizons_figure(all_reps)
+    if hz_fig is not None:
+        written += _save_both(hz_fig, out / "horizons.png")
+        extra += ["horizons.png", "horizons.pdf"]
     if published is not None and len(published):
         put("published.md", published_markdown(published_comparison(df, published), published))
         extra.append("published.md")
