@@ -313,3 +313,20 @@ def test_gap_zero_is_plotted_and_left_out_of_the_log_gap_horizon(tmp_path):
     rep = report.task_report(pd.DataFrame(rows), "seq_mnist", n_boot=50)
     h = rep.horizons.set_index(rep.horizons.columns[0]).iloc[0]
     assert 10 <= h["estimate"] <= 100
+
+
+def test_stop_when_solved_rows_are_judged_on_validation_and_plotted(tmp_path):
+    # solved_at_step set <=> the job met the criterion on validation; its test MSE may lie just above
+    rows = _five_seed_rows({("gru", 10): [0.0018] * 5, ("gru", 40): [0.1] * 5,
+                            ("lstm", 10): [0.001] * 5, ("lstm", 20): [0.001] * 5, ("lstm", 40): [0.1] * 5},
+                           task="adding", metric="mse", higher=False, baseline=1 / 6, **{"cfg.stop_when_solved": True})
+    for r in rows:
+        r.update(solved_at_step=300 if r["gap"] < 40 else None, wall_s=5.0)
+    rep = report.task_report(pd.DataFrame(rows), "adding")
+    assert rep.summary.set_index(["row", "gap"]).loc[("gru", 10), "solved"] == 5
+    assert "judged on the validation split" in rep.caption()
+    written = {p.name for p in report.write_report(pd.DataFrame(rows), tmp_path)}
+    assert {"adding_steps_to_solve.png", "adding_steps_to_solve.pdf", "horizons.png", "horizons.pdf"} <= written
+    _png_ok(tmp_path / "adding_steps_to_solve.png")
+    _png_ok(tmp_path / "horizons.png")
+    assert "[horizons.png](horizons.png)" in (tmp_path / "index.md").read_text()
