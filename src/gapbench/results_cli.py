@@ -119,7 +119,7 @@ def cmd_export(args) -> int:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            print("export: --parquet needs pyarrow (pip install pyarrow); skipped", file=sys.stderr)
+            print("export: --parquet needs pyarrow (pip install 'gapbench[parquet]'); skipped", file=sys.stderr)
             return 1 if not args.csv else _write_csv(df, args.csv)
         df.to_parquet(args.parquet, index=False)
         print(f"{len(df)} run(s) -> {args.parquet}", file=sys.stderr)
