@@ -81,6 +81,12 @@ class Task(ABC):
             return False
         return score >= threshold if cls.higher_is_better else score <= threshold
 
+    @classmethod
+    def report_notes(cls, cfg: dict[str, Any]) -> list[str]:
+        """Sentences the report prints above this task's table for runs with this config (flattened
+        `cfg.*` keys of one condition): scoring choices a reader must know to compare numbers."""
+        return []
+
     @abstractmethod
     def build_model(self, make_cell: MakeCell, hidden_size: int) -> nn.Module: ...
 

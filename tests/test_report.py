@@ -330,3 +330,13 @@ def test_stop_when_solved_rows_are_judged_on_validation_and_plotted(tmp_path):
     _png_ok(tmp_path / "adding_steps_to_solve.png")
     _png_ok(tmp_path / "horizons.png")
     assert "[horizons.png](horizons.png)" in (tmp_path / "index.md").read_text()
+
+
+def test_lowercased_translation_bleu_is_said_in_the_report(tmp_path):
+    rows = _five_seed_rows({("gru", 10): [20.0, 21.0, 22.0, 23.0, 24.0]}, task="translation", metric="bleu",
+                           higher=True, baseline=0.0, **{"cfg.task.lowercase": True})
+    report.write_report(pd.DataFrame(rows).assign(wall_s=1.0), tmp_path)
+    assert "BLEU **lowercased**" in (tmp_path / "translation.md").read_text()
+    rows = [{**r, "cfg.task.lowercase": False} for r in rows]
+    report.write_report(pd.DataFrame(rows).assign(wall_s=1.0), tmp_path / "cased")
+    assert "lowercased" not in (tmp_path / "cased" / "translation.md").read_text()

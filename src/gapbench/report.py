@@ -1037,6 +1037,10 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
                 md += [f"## Condition: {rep.setting_label}", ""]
             if rep.lr_note:
                 md += [f"**Learning rate.** {rep.lr_note}", ""]
+            task_cls = task_registry.find(task)
+            if task_cls is not None and rep.runs is not None and len(rep.runs):
+                for note in task_cls.report_notes(rep.runs.iloc[0].to_dict()):
+                    md += [f"**Note:** {note}", ""]
             if rep.duplicates:
                 md += [f"**Note:** {rep.duplicates} finished run(s) repeat a (condition, seed) already in the table "
                        "(the same configuration run again); only the newest of each counts.", ""]
