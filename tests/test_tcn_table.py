@@ -32,3 +32,10 @@ def test_parameter_budgets_and_cpu_start(experiment, task, gap, tmp_path):
             model = make_model(cfg, make_task(cfg))
         n = sum(p.numel() for p in model.parameters())
         assert abs(n / BUDGET[task] - 1) < 0.02, (task, cell, n)
+
+
+@pytest.mark.parametrize("task,gap,channels", [("copy", 1000, 10), ("adding", 600, 30)])
+def test_the_tcn_row_uses_the_tcn_scripts_channels_and_starts_on_a_cpu(task, gap, channels, tmp_path):
+    cfg = cfg_for("tcn_table", task, gap, "tcn", tmp_path)
+    assert cfg.cell.hidden_size == channels
+    check_config(cfg)
