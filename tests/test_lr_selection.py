@@ -42,6 +42,18 @@ def test_unknown_sweep_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "sel.json").exists()
 
 
+def test_the_command_writes_the_selection_and_its_table(tmp_path):
+    from gapbench import results
+
+    for i, row in rows().iterrows():
+        results.append_run(tmp_path, {**row.to_dict(), "run_id": f"r{i}"})
+    p = subprocess.run([sys.executable, "-m", "gapbench.lr_selection", "--results", str(tmp_path),
+                        "--sweep", "pilot", "--out", str(tmp_path / "sel.json")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert lr_selection.read(tmp_path / "sel.json")["cells"]["lstm"]["selected"] == 0.003
+    assert "| lstm |" in (tmp_path / "sel.md").read_text() and "grid edge" in p.stdout
+
+
 def write_selection(path, cells):
     sel = lr_selection.select(rows(), "pilot")
     sel["cells"] = {c: {**sel["cells"]["lstm"], "selected": lr} for c, lr in cells.items()}

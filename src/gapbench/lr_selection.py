@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results._atomic_write_json(out, sel)
+    out.with_suffix(".md").write_text(
+        f"# Learning rates selected on validation: sweep `{sel['sweep']}`, task `{sel['task']}`\n\n"
+        f"Rule: {sel['rule']}; seeds {', '.join(map(str, sel['seeds']))}; gap(s) "
+        f"{', '.join(map(str, sel['gaps']))}; {sel['max_steps']} steps. Written by `python -m gapbench.lr_selection`.\n\n"
+        + table(sel) + "\n", encoding="utf-8")
     print(table(sel))
     edge = [c for c, v in sel["cells"].items() if v["at_edge"]]
     if edge:
