@@ -1012,6 +1012,14 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         (out / name).write_text(text, encoding="utf-8")
         written.append(out / name)
 
+    def figure(fig, stem: str, alt: str, names: list[str], caption: str) -> list[str]:
+        """Save fig as stem.png and stem.pdf, list both in names; its markdown lines ([] without one)."""
+        if fig is None:
+            return []
+        written.extend(_save_both(fig, out / f"{stem}.png"))
+        names += [f"{stem}.png", f"{stem}.pdf"]
+        return [f"![{alt}]({stem}.png)", "", caption, ""]
+
     all_reps: list[TaskReport] = []
     for task in sorted(df["task"].unique()):
         reps = tables(df, task, include_time_capped=include_time_capped, lr_per_gap=lr_per_gap)
@@ -1056,28 +1064,18 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
                    f"Score vs gap: mean over seeds, band = {BAND}, dashed = memoryless baseline, dotted vertical line "
                    f"= memory horizon, bar along the bottom = its 95% bootstrap interval. Vector: "
                    f"[{stem}_degradation.pdf]({stem}_degradation.pdf); LaTeX: [{stem}.tex]({stem}.tex).", ""]
-            sts = steps_to_solve_figure(rep)
-            if sts is not None:
-                written += _save_both(sts, out / f"{stem}_steps_to_solve.png")
-                names += [f"{stem}_steps_to_solve.png", f"{stem}_steps_to_solve.pdf"]
-                md += [f"![steps to solve vs gap]({stem}_steps_to_solve.png)", "",
-                       "Steps to solve: the first validation (every `trainer.val_check_interval` steps) at which "
-                       "a job met the criterion; a second measure of difficulty beside the horizon.", ""]
+            md += figure(steps_to_solve_figure(rep), f"{stem}_steps_to_solve", "steps to solve vs gap", names,
+                         "Steps to solve: the first validation (every `trainer.val_check_interval` steps) at which "
+                         "a job met the criterion; a second measure of difficulty beside the horizon.")
         grad = gradients_figure(curves, task) if curves is not None and len(curves) else None
-        if grad is not None:
-            written += _save_both(grad, out / f"{task}_gradients.png")
-            names += [f"{task}_gradients.png", f"{task}_gradients.pdf"]
-            md += [f"![gradient vs distance]({task}_gradients.png)", "",
-                   "‖∂L/∂h_t‖ against steps back from the end (log y): a straight falling line is exponential "
-                   "decay, the vanishing gradient.", ""]
+        md += figure(grad, f"{task}_gradients", "gradient vs distance", names,
+                     "‖∂L/∂h_t‖ against steps back from the end (log y): a straight falling line is exponential "
+                     "decay, the vanishing gradient.")
         put(f"{task}.md", "\n".join(md))
         files[task] = names
 
-    extra = []
-    hz_fig = horizons_figure(all_reps)
-    if hz_fig is not None:
-        written += _save_both(hz_fig, out / "horizons.png")
-        extra += ["horizons.png", "horizons.pdf"]
+    extra: list[str] = []
+    figure(horizons_figure(all_reps), "horizons", "memory horizons", extra, "")
     if published is not None and len(published):
         put("published.md", published_markdown(published_comparison(df, published), published))
         extra.append("published.md")
