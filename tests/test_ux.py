@@ -70,6 +70,8 @@ def test_sweep_job_count_and_name():
     assert sweep_progress.count_jobs(cfg) == 6 and sweep_progress.sweep_name(cfg) == "cell-gap"
     cfg = multirun("experiment=cpu_copy", "seed=0")
     assert sweep_progress.count_jobs(cfg) == 24 and sweep_progress.sweep_name(cfg) == "cpu_copy"
+    cfg = multirun("hydra/sweeper=horizon", "task=adding", "cell=lstm,gru")
+    assert sweep_progress.count_jobs(cfg) is None, "the horizon sweeper picks its jobs round by round"
     rows = [{"job": 2, "task": "copy", "cell": "gru", "gap": 10, "seed": 0, "status": "finished", "score": 0.5,
              "baseline": 0.125, "steps": 20, "wall_s": 65.0}, {"job": 1, "status": "failed"}]
     text = sweep_progress.table(rows)

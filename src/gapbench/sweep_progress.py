@@ -44,6 +44,8 @@ def count_jobs(config: DictConfig) -> int | None:
     sweeper = config.hydra.sweeper
     if sweeper.get("n_trials"):
         return int(sweeper.n_trials)
+    if not str(sweeper.get("_target_", "")).endswith("basic_sweeper.BasicSweeper"):
+        return None  # e.g. hydra/sweeper=horizon: each round's gaps depend on the last round's results
     overrides = list(config.hydra.overrides.task)
     parsed = OverridesParser.create().parse_overrides(overrides)
     given = {o.get_key_element().lstrip("+~") for o in parsed}
