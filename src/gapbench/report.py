@@ -633,6 +633,9 @@ def _figure():
 
 def _colors(cells: list[str]) -> dict[str, Any]:
     import matplotlib
+    if len(cells) > 10:  # tab10 would repeat colours within one plot
+        cmap = matplotlib.colormaps["tab20"]
+        return {c: cmap(i % 20) for i, c in enumerate(cells)}
     cmap = matplotlib.colormaps["tab10"]
     order = cell_registry.names()
     known = {c: cmap(i % 10) for i, c in enumerate(order)}
@@ -811,7 +814,7 @@ def horizons_figure(reps: list[TaskReport]):
     from matplotlib.figure import Figure
     from matplotlib.ticker import ScalarFormatter
     rows = max(len(r.horizons) for r in reps)
-    fig = Figure(figsize=(4.6 * len(reps), 1.1 + 0.36 * rows), dpi=110)
+    fig = Figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(reps), squeeze=False)[0]
     for ax, rep in zip(axes, reps):
@@ -839,9 +842,9 @@ def horizons_figure(reps: list[TaskReport]):
         ax.set_title(f"{rep.title}{cond}\n{rep.criterion.text}", fontsize=8)
         ax.set_xlabel("memory horizon (gap), log scale", fontsize=8)
         ax.grid(alpha=0.3, axis="x", which="both")
-    fig.suptitle("Memory horizon per model: dot = estimate, bar = 95% bootstrap interval over seeds, "
-                 "arrow = beyond the gaps run", fontsize=8)
-    fig.tight_layout()
+    fig.suptitle("Memory horizon per model: dot = estimate, bar = 95% bootstrap interval over seeds,\n"
+                 "arrow = beyond the gaps run (its bound on the right)", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))  # room on the right for the printed horizons
     return fig
 
 
