@@ -149,7 +149,7 @@ def test_good_sweep_passes_preflight(tmp_path):
 def test_killed_job_resumes_with_one_row_and_full_step_count(tmp_path):
     args = [sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path}", "progress=false", "gap=20",
             "trainer.max_steps=1500", "trainer.max_time=null", "checkpoint_every=100", "task.test_size=128",
-            "task.val_size=64", "trainer.val_check_interval=500"]
+            "task.val_size=64", "trainer.val_check_interval=500", "cell.hidden_size=16", "threads=1"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     job = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
