@@ -772,6 +772,7 @@ def steps_to_solve_figure(rep: TaskReport):
     if runs is None or "solved_at_step" not in runs or runs["solved_at_step"].notna().sum() == 0:
         return None
     fig, ax = _figure()
+    fig.set_size_inches(10, 4.8)  # room for the legend on the right
     colors = _row_colors(rep)
     budget = pd.to_numeric(runs.get("cfg.trainer.max_steps"), errors="coerce")
     for row in rep.rows:
@@ -799,7 +800,7 @@ def steps_to_solve_figure(rep: TaskReport):
                  "dot = a job that solved, x = one that did not (drawn at its budget); line = median of the solved",
                  fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points fill the axes
     fig.tight_layout()
     return fig
 
