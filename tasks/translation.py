@@ -284,13 +284,6 @@ class Translation(Task):
     name = "translation"
     score_name = "bleu"
     higher_is_better = True
-
-    @classmethod
-    def report_notes(cls, cfg):
-        if cfg.get("cfg.task.lowercase") is True:
-            return ["BLEU **lowercased** (`task.lowercase=true`): both sides lowercased before training and "
-                    "scoring; not comparable with the cased BLEU of Bahdanau et al. 2015 (the default)."]
-        return []
     gap_meaning = ("source-sentence length in tokens: a job trains and tests on the length bucket that ends "
                    "at gap (one of task.buckets)")
     title = "Translation"
@@ -331,6 +324,13 @@ class Translation(Task):
         for i in self.index["train"]:
             self._by_len[len(self.pairs[i][0])].append(i)
         self._train_lens = torch.tensor([len(self.pairs[i][0]) for i in self.index["train"]])
+
+    @classmethod
+    def report_notes(cls, cfg):
+        if cfg.get("cfg.task.lowercase") is True:
+            return ["BLEU **lowercased** (`task.lowercase=true`): both sides lowercased before training and "
+                    "scoring; not comparable with the cased BLEU of Bahdanau et al. 2015 (the default)."]
+        return []
 
     # -- options and sizes --
     @classmethod

@@ -115,16 +115,21 @@ class HorizonSweeper(Sweeper):
             _refuse(f"hydra.sweeper: {e}")
         return search, task_cls, {"task": cfg.task.name, "cell": cfg.cell.name, "seed": cfg.seed}
 
-    def _selected_lr(self, combo: list[str], names: dict[str, Any]) -> list[str]:
-        """`optim.lr=<rate>` for this search's cell from hydra.sweeper.lr_from ([] without one)."""
+    def _selection(self) -> Optional[dict[str, Any]]:
+        """The learning-rate selection of hydra.sweeper.lr_from (None without one); read once per sweep."""
         if not self.lr_from:
-            return []
+            return None
         from gapbench import lr_selection
 
         try:
-            sel = lr_selection.read(self.lr_from)
+            return lr_selection.read(self.lr_from)
         except lr_selection.SelectionError as e:
             _refuse(f"hydra.sweeper.lr_from: {e}")
+
+    def _selected_lr(self, sel: Optional[dict[str, Any]], combo: list[str], names: dict[str, Any]) -> list[str]:
+        """`optim.lr=<rate>` for this search's cell from the selection ([] without one)."""
+        if sel is None:
+            return []
         if any(_key(o) == "optim.lr" for o in combo):
             _refuse("optim.lr is given on the command line and by hydra.sweeper.lr_from; give one of them")
         if sel.get("task") not in (None, names["task"]):
@@ -153,10 +158,10 @@ class HorizonSweeper(Sweeper):
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         combos, swept = self._combinations(arguments)
         extra = [] if any(_key(o) == "stop_when_solved" for c in combos for o in c) else ["stop_when_solved=true"]
-        searches = []
+        searches, selection = [], self._selection()
         for combo in combos:
             search, task_cls, names = self._search_for(combo)
-            combo = combo + self._selected_lr(combo, names)
+            combo = combo + self._selected_lr(selection, combo, names)
             label = " ".join(o for o in combo if _key(o) in swept) or "all"
             searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
                              "search": search, "task": task_cls, "names": names, "runs": {}})

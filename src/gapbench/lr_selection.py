@@ -32,6 +32,13 @@ class SelectionError(ValueError):
     """The store cannot give a selection (no such sweep, no validation scores, several tasks)."""
 
 
+def mean_validation(df: pd.DataFrame, by: list[str]) -> pd.Series:
+    """The selection rule's score per (*by, lr): the mean validation score over seeds at each gap,
+    then the mean of those over gaps (a `by` holding "gap" keeps gaps apart). Columns: by, gap, lr, val_score."""
+    per_gap = df.groupby(list(dict.fromkeys([*by, "gap", "lr"])))["val_score"].mean()
+    return per_gap.groupby(level=[*by, "lr"]).mean()
+
+
 def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
     df = runs[(runs["sweep_id"] == sweep) & (runs["status"] == "finished")].copy()
     if df.empty:
@@ -48,8 +55,7 @@ def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
     grid = sorted(df["lr"].unique())
     cells: dict[str, Any] = {}
     for cell, g in df.groupby("cell", sort=False):
-        per_gap = g.groupby(["lr", "gap"])["val_score"].mean()
-        val = per_gap.groupby(level="lr").mean()
+        val = mean_validation(g, [])
         best = float(val.idxmax() if higher else val.idxmin())
         cells[cell] = {"selected": best,
                        "val": {repr(float(lr)): float(v) for lr, v in val.items()},

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gapbench import cells as cell_registry
-from gapbench import conditions, stats
+from gapbench import conditions, lr_selection, stats
 from gapbench import tasks as task_registry
 
 # -- names and "solved" criteria come from the components themselves (Task / cell metadata) -------
@@ -278,8 +278,7 @@ class TaskReport:
     def caption(self) -> str:
         cond = f" [{self.setting_label}]" if self.setting_label else ""
         solved = (f"; solved = seeds meeting {self.criterion.text} / seeds" if self.has_solved else "")
-        if solved and self.runs is not None and "cfg.stop_when_solved" in self.runs \
-                and self.runs["cfg.stop_when_solved"].map(lambda v: v is True).any():
+        if solved and self.runs is not None and _stopped_when_solved(self.runs).any():
             solved += " (judged on the validation split: the jobs stopped when it was met)"
         return (f"{self.title}{cond}: {self.metric} ({arrow(self.higher)}) by gap ({gap_meaning(self.task)}). "
                 f"Mean ± 95% t-interval half-width over n seeds{solved}. Bold: better than every other cell "
@@ -291,6 +290,13 @@ class TaskReport:
         ex = s[(s["diverged"] + s["failed"] + s["other"] + s["time_capped"]) > 0]
         return ex[["row", "gap", "diverged", "failed", "other", "time_capped"]].rename(
             columns={"time_capped": "stopped by max_time"})
+
+
+def _stopped_when_solved(df: pd.DataFrame) -> pd.Series:
+    """Per run: whether it ran with stop_when_solved=true (then `solved_at_step` says if it solved)."""
+    if "cfg.stop_when_solved" not in df or "solved_at_step" not in df:
+        return pd.Series(False, index=df.index)
+    return df["cfg.stop_when_solved"].map(lambda v: v is True)
 
 
 def _solved_flags(task: str, crit: Criterion, df: pd.DataFrame, summary: pd.DataFrame) -> pd.Series:
@@ -310,10 +316,10 @@ def _solved_flags(task: str, crit: Criterion, df: pd.DataFrame, summary: pd.Data
         t = g["gap"].map(thr)
         ok = (g["score"] >= t) if higher else (g["score"] <= t)
         out.loc[g.index] = ok.where(t.notna() & g["score"].notna(), np.nan)
-    if crit.task_class is not None and "solved_at_step" in df and "cfg.stop_when_solved" in df:
+    stopping = _stopped_when_solved(df)
+    if crit.task_class is not None and stopping.any():
         # a job that stopped when solved was judged on the validation split, as the horizon sweeper
         # judged it (job_solved); its test score is reported, not re-judged
-        stopping = df["cfg.stop_when_solved"].map(lambda v: v is True)
         out.loc[stopping] = df.loc[stopping, "solved_at_step"].notna()
     return out
 
@@ -335,9 +341,7 @@ def _select_lr(df: pd.DataFrame, higher: bool, per_gap: bool) -> tuple[pd.DataFr
         return df, ("The store holds several learning rates but no validation scores (rows written before "
                     "`val_score` was recorded), so no rate was selected: each rate is its own row.")
     keys = ["row", "gap"] if per_gap else ["row"]
-    by_gap = df.groupby(["row", "gap", "lr"])["val_score"].mean().rename("val").reset_index()
-    val = by_gap.groupby(keys + ["lr"])["val"].mean().reset_index()
-    val = val.dropna(subset=["val"])
+    val = lr_selection.mean_validation(df, keys).rename("val").reset_index().dropna(subset=["val"])
     best = val.loc[val.groupby(keys)["val"].idxmax() if higher else val.groupby(keys)["val"].idxmin()]
     sel = set(best[keys + ["lr"]].itertuples(index=False, name=None))
     keep = [t in sel for t in df[keys + ["lr"]].itertuples(index=False, name=None)]
@@ -622,13 +626,14 @@ def excluded_markdown(rep: TaskReport) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-def _figure():
-    """A Figure drawn by the Agg canvas, without pyplot: no global backend switch, nothing to close."""
+def _figure(figsize=(7.5, 4.8), panels: int | None = None):
+    """A Figure drawn by the Agg canvas, without pyplot: no global backend switch, nothing to close.
+    Returns (fig, ax), or (fig, [ax, ...]) with `panels` side by side."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7.5, 4.8), dpi=110)
+    fig = Figure(figsize=figsize, dpi=110)
     FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return fig, (fig.subplots() if panels is None else fig.subplots(1, panels, squeeze=False)[0])
 
 
 def _colors(cells: list[str]) -> dict[str, Any]:
@@ -771,8 +776,7 @@ def steps_to_solve_figure(rep: TaskReport):
     runs = rep.runs
     if runs is None or "solved_at_step" not in runs or runs["solved_at_step"].notna().sum() == 0:
         return None
-    fig, ax = _figure()
-    fig.set_size_inches(10, 4.8)  # room for the legend on the right
+    fig, ax = _figure(figsize=(10, 4.8))  # room for the legend on the right
     colors = _row_colors(rep)
     budget = pd.to_numeric(runs.get("cfg.trainer.max_steps"), errors="coerce")
     for row in rep.rows:
@@ -811,13 +815,9 @@ def horizons_figure(reps: list[TaskReport]):
     reps = [r for r in reps if r.has_solved and len(r.horizons) and (r.horizons["kind"] != "none").any()]
     if not reps:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import ScalarFormatter
     rows = max(len(r.horizons) for r in reps)
-    fig = Figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(reps), squeeze=False)[0]
+    fig, axes = _figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), panels=len(reps))
     for ax, rep in zip(axes, reps):
         colors = _row_colors(rep)
         h = rep.horizons.set_index("row")
