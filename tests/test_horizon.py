@@ -140,6 +140,14 @@ def test_horizon_sweeper_brackets_and_a_killed_search_resumes_without_retraining
     assert [(s["cell"], s["bracket"], s["kind"]) for s in horizons["searches"]] == [
         ("rnn", "[6, 8)", "bracketed"), ("gru", "[6, 8)", "bracketed")]
 
+    # the sweep extended (a cell added): its file keeps the earlier searches; gru's is redone from its rows
+    multirun(monkeypatch, run_py, *["cell=lstm,gru" if a.startswith("cell=") else a for a in args])
+    assert "keeping 1 search(es) of an earlier run of sweep hz" in capsys.readouterr().out
+    horizons = json.loads((tmp_path / "horizons" / "hz.json").read_text())
+    assert [(s["cell"], s["bracket"]) for s in horizons["searches"]] == [
+        ("rnn", "[6, 8)"), ("lstm", "[6, 8)"), ("gru", "[6, 8)")]
+    assert len(list(runs.glob("*.json"))) == 9, "gru's finished jobs were read back, lstm's three trained"
+
 
 def test_horizon_sweeper_refuses_a_task_without_a_continuous_gap(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -66,6 +66,18 @@ def _write_json(path: Path, obj: Any) -> None:
         raise
 
 
+def _earlier_searches(path: Path, labels: set[str]) -> list[dict[str, Any]]:
+    """The searches an earlier run of the same sweep wrote to `path` that this run does not redo
+    (e.g. seeds 0-4 when the sweep is extended with seeds 5-9): the file keeps them."""
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as e:
+        _refuse(f"cannot read the earlier horizons of this sweep in {path} ({e}); move it away or fix it")
+    return [s for s in old.get("searches", []) if s.get("label") not in labels]
+
+
 class HorizonSweeper(Sweeper):
     def __init__(self, factor: float = 1.5, grow: float = 2.0, min_gap: Optional[int] = None,
                  max_gap: int = 2000, params: Optional[Dict[str, str]] = None, lr_from: Optional[str] = None) -> None:
@@ -167,10 +179,14 @@ class HorizonSweeper(Sweeper):
                              "search": search, "task": task_cls, "names": names, "runs": {}})
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         sweep_id = str(self.config.get("sweep_id") or sweep_dir.name)
         out = Path(str(self.config.results_dir)).expanduser() / HORIZONS / f"{sweep_id}.json"
+        earlier = _earlier_searches(out, {s["label"] for s in searches})
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if earlier:
+            print(f"horizon search: keeping {len(earlier)} search(es) of an earlier run of sweep {sweep_id} "
+                  f"in {out}", flush=True)
 
         returns: List[Sequence[JobReturn]] = []
         job_idx, round_no = 0, 0
@@ -195,14 +211,14 @@ class HorizonSweeper(Sweeper):
                 nxt = search.next_gap()
                 print(f"  {s['label']}: gap {gap} {'solved' if solved else 'failed'} -> bracket {search.text()}"
                       + (f", next gap {nxt}" if nxt is not None else f" ({search.kind}, done)"), flush=True)
-            _write_json(out, self._summary(searches, sweep_id))
+            _write_json(out, self._summary(searches, sweep_id, earlier))
         print(f"horizons ({len(searches)} searches, {job_idx} jobs) -> {out}", flush=True)
         for s in searches:
             print(f"  {s['label']}: {s['search'].text()}", flush=True)
         return returns
 
-    def _summary(self, searches: list[dict], sweep_id: str) -> dict[str, Any]:
-        rows = []
+    def _summary(self, searches: list[dict], sweep_id: str, earlier: list[dict]) -> dict[str, Any]:
+        rows = list(earlier)
         for s in searches:
             row = {**s["names"], "label": s["label"], "overrides": s["combo"], "criterion": s["task"].solved_text,
                    **s["search"].as_dict()}
