@@ -340,3 +340,17 @@ def test_lowercased_translation_bleu_is_said_in_the_report(tmp_path):
     rows = [{**r, "cfg.task.lowercase": False} for r in rows]
     report.write_report(pd.DataFrame(rows).assign(wall_s=1.0), tmp_path / "cased")
     assert "lowercased" not in (tmp_path / "cased" / "translation.md").read_text()
+
+
+def test_a_model_keeps_its_colour_in_every_panel_of_the_horizons_figure():
+    cells = ["rnn", "gru", "gru_cho", "lstm", "lstm_peephole", "lstm_cifg", "tcn", "transformer", "mingru",
+             "minlstm", "indrnn", "exprnn"]  # > 10 cells: tab20, assigned by position
+    many = _five_seed_rows({(c, 10): [0.001] * 5 for c in cells}, task="adding", metric="mse", higher=False,
+                           baseline=1 / 6)
+    few = _five_seed_rows({(c, 10): [0.9] * 5 for c in ["gru", "lstm"]}, task="copy", metric="recall_acc",
+                          baseline=0.125)
+    reps = [report.task_report(pd.DataFrame(many), "adding", n_boot=0),
+            report.task_report(pd.DataFrame(few), "copy", n_boot=0)]
+    union = report.cell_order({c for r in reps for c in r.cells})
+    a, b = (report._row_colors(r, union) for r in reps)
+    assert a["gru"] == b["gru"] and a["lstm"] == b["lstm"] and a["gru"] != a["lstm"]

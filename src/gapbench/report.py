@@ -648,9 +648,10 @@ def _colors(cells: list[str]) -> dict[str, Any]:
     return {**known, **{c: cmap((len(order) + i) % 10) for i, c in enumerate(extra)}}
 
 
-def _row_colors(rep: TaskReport) -> dict[str, Any]:
+def _row_colors(rep: TaskReport, cells: list[str] | None = None) -> dict[str, Any]:
+    """A colour per row; `cells`: the cells of every panel of one figure, so a model keeps its colour."""
     if len(rep.rows) == len(rep.cells):
-        by_cell = _colors(rep.cells)
+        by_cell = _colors(cells or rep.cells)
         cell = rep.summary.drop_duplicates("row").set_index("row")["cell"]
         return {r: by_cell[cell[r]] for r in rep.rows}
     import matplotlib
@@ -817,9 +818,10 @@ def horizons_figure(reps: list[TaskReport]):
         return None
     from matplotlib.ticker import ScalarFormatter
     rows = max(len(r.horizons) for r in reps)
+    cells = cell_order({c for r in reps for c in r.cells})
     fig, axes = _figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), panels=len(reps))
     for ax, rep in zip(axes, reps):
-        colors = _row_colors(rep)
+        colors = _row_colors(rep, cells)
         h = rep.horizons.set_index("row")
         order = [r for r in rep.rows if r in h.index][::-1]
         for y, row in enumerate(order):
