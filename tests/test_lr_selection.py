@@ -34,6 +34,17 @@ def test_selects_the_best_mean_validation_score_and_flags_the_grid_edge():
     assert lr_selection.select(higher, "pilot")["cells"]["lstm"]["selected"] == 0.01
 
 
+def test_a_tie_on_the_score_is_broken_by_the_lower_validation_loss():
+    """Copy memory: the TCN reaches recall 1.0 at every rate; the validation loss still tells them apart."""
+    tied = rows().assign(higher_is_better=True, val_score=1.0)
+    tied["val/loss"] = tied["cfg.optim.lr"].map({0.001: 0.02, 0.003: 0.001, 0.01: 0.005})
+    sel = lr_selection.select(tied, "pilot")["cells"]["lstm"]
+    assert sel["selected"] == 0.003 and sel["tie_broken_by_val_loss"]
+    untied = lr_selection.select(rows().assign(higher_is_better=True), "pilot")["cells"]["lstm"]
+    assert not untied["tie_broken_by_val_loss"]
+    assert "tie on the score" in lr_selection.table(lr_selection.select(tied, "pilot"))
+
+
 def test_unknown_sweep_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "runs").mkdir()
     p = subprocess.run([sys.executable, "-m", "gapbench.lr_selection", "--results", str(tmp_path),

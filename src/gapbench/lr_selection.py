@@ -5,7 +5,8 @@
 The sweep runs every model at several `optim.lr` values on some seeds (e.g. experiment=
 reference_adding_lr). For each model the rate with the best mean validation score (`val_score`: the
 final validation split, never the test split; the mean over seeds, then over gaps) is selected, as
-the report selects rates (the statistics protocol). The file written is what `hydra/sweeper=horizon`
+the report selects rates (the statistics protocol); where rates tie on it (every rate at recall 1.0,
+say), the one with the lowest mean validation loss. The file written is what `hydra/sweeper=horizon`
 reads with `hydra.sweeper.lr_from=FILE`, so the rates a search uses are measured, never typed:
 
     {"sweep": ..., "task": "adding", "score": "mse", "higher_is_better": false, "grid": [0.001, ...],
@@ -39,6 +40,20 @@ def mean_validation(df: pd.DataFrame, by: list[str]) -> pd.Series:
     return per_gap.groupby(level=[*by, "lr"]).mean()
 
 
+def best_rates(df: pd.DataFrame, by: list[str], higher: bool) -> pd.DataFrame:
+    """The selected rate per `by` group (columns: *by, lr, val, loss, tied): the best mean validation
+    score (mean_validation); where several rates tie on it (e.g. every rate at recall 1.0), the one
+    with the lowest mean validation loss (`val/loss`, averaged the same way). `tied`: the score tied."""
+    val = mean_validation(df, by).rename("val")
+    losses = pd.to_numeric(df["val/loss"], errors="coerce") if "val/loss" in df else pd.Series(math.nan, df.index)
+    loss = mean_validation(df.assign(val_score=losses), by).rename("loss")
+    t = pd.concat([val, loss], axis=1).reset_index().dropna(subset=["val"])
+    t = t.sort_values(["val", "loss"], ascending=[not higher, True], na_position="last", kind="stable")
+    at_best = t["val"] == (t.groupby(by)["val"].transform("first") if by else t["val"].iloc[0])
+    t["tied"] = (at_best.groupby([t[k] for k in by]).transform("sum") if by else at_best.sum()) > 1
+    return t.groupby(by).head(1) if by else t.head(1)
+
+
 def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
     df = runs[(runs["sweep_id"] == sweep) & (runs["status"] == "finished")].copy()
     if df.empty:
@@ -56,9 +71,11 @@ def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
     cells: dict[str, Any] = {}
     for cell, g in df.groupby("cell", sort=False):
         val = mean_validation(g, [])
-        best = float(val.idxmax() if higher else val.idxmin())
+        pick = best_rates(g, [], higher).iloc[0]
+        best = float(pick["lr"])
         cells[cell] = {"selected": best,
                        "val": {repr(float(lr)): float(v) for lr, v in val.items()},
+                       "tie_broken_by_val_loss": bool(pick["tied"]),
                        "n": {repr(float(lr)): int(n) for lr, n in g.groupby("lr").size().items()},
                        "at_edge": len(grid) > 1 and best in (grid[0], grid[-1])}
     return {"sweep": sweep, "task": str(df["task"].iloc[0]), "score": str(df["score_name"].iloc[0]),
@@ -66,7 +83,8 @@ def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
             "seeds": sorted(int(s) for s in df["seed"].unique()),
             "gaps": sorted(int(x) for x in df["gap"].unique()),
             "max_steps": int(df["cfg.trainer.max_steps"].iloc[0]) if "cfg.trainer.max_steps" in df else None,
-            "rule": "per model, the rate with the best mean validation score (mean over seeds, then gaps)",
+            "rule": "per model, the rate with the best mean validation score (mean over seeds, then gaps); "
+                    "a tie on it broken by the lower mean validation loss",
             "cells": cells}
 
 
@@ -93,7 +111,10 @@ def table(sel: dict[str, Any]) -> str:
     for cell, c in sel["cells"].items():
         vals = [c["val"].get(repr(lr)) for lr in grid]
         shown = " | ".join("" if v is None else f"{v:.4g}" for v in vals)
-        lines.append(f"| {cell} | {shown} | {c['selected']:g}{' (grid edge)' if c['at_edge'] else ''} |")
+        notes = [n for n, on in (("tie on the score: lower validation loss", c.get("tie_broken_by_val_loss")),
+                                 ("grid edge", c["at_edge"])) if on]
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"| {cell} | {shown} | {c['selected']:g}{note} |")
     return "\n".join(lines)
 
 

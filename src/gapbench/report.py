@@ -341,15 +341,15 @@ def _select_lr(df: pd.DataFrame, higher: bool, per_gap: bool) -> tuple[pd.DataFr
         return df, ("The store holds several learning rates but no validation scores (rows written before "
                     "`val_score` was recorded), so no rate was selected: each rate is its own row.")
     keys = ["row", "gap"] if per_gap else ["row"]
-    val = lr_selection.mean_validation(df, keys).rename("val").reset_index().dropna(subset=["val"])
-    best = val.loc[val.groupby(keys)["val"].idxmax() if higher else val.groupby(keys)["val"].idxmin()]
+    best = lr_selection.best_rates(df, keys, higher)
     sel = set(best[keys + ["lr"]].itertuples(index=False, name=None))
     keep = [t in sel for t in df[keys + ["lr"]].itertuples(index=False, name=None)]
     grid = ", ".join(conditions.show(v) for v in sorted(df["lr"].dropna().unique()))
     return df[keep], (
         f"Learning rate selected per cell{' and gap' if per_gap else ''} from the rates run ({grid}) by the mean "
         f"validation {'score' if per_gap else 'score over gaps'} (`val_score`, the final validation split, never "
-        "the test split); the test numbers are at the selected rate, shown beside each row.")
+        "the test split; a tie broken by the lower validation loss); the test numbers are at the selected rate, "
+        "shown beside each row.")
 
 
 def tables(runs: pd.DataFrame, task: str, include_time_capped: bool = False, lr_per_gap: bool = False,
