@@ -11,7 +11,7 @@ from gapbench import report, results, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "reference" / "horizons"
-SWEEPS = {"adding": "reference_adding"}  # task -> its committed horizon sweep (copy: added with its rows)
+SWEEPS = {"adding": "reference_adding", "copy": "reference_copy"}  # task -> its committed horizon sweep
 MAX_MOVE = 1.5
 
 

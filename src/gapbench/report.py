@@ -816,7 +816,7 @@ def horizons_figure(reps: list[TaskReport]):
     reps = [r for r in reps if r.has_solved and len(r.horizons) and (r.horizons["kind"] != "none").any()]
     if not reps:
         return None
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
     rows = max(len(r.horizons) for r in reps)
     cells = cell_order({c for r in reps for c in r.cells})
     fig, axes = _figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), panels=len(reps))
@@ -840,7 +840,7 @@ def horizons_figure(reps: list[TaskReport]):
         ax.set_yticks(range(len(order)), [rep.label(r) for r in order], fontsize=8)
         ax.set_ylim(-0.6, len(order) - 0.4)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100: not 1.0
         cond = f" [{rep.setting_label}]" if rep.setting_label else ""
         ax.set_title(f"{rep.title}{cond}\n{rep.criterion.text}", fontsize=8)
         ax.set_xlabel("memory horizon (gap), log scale", fontsize=8)
