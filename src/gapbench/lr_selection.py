@@ -41,17 +41,17 @@ def mean_validation(df: pd.DataFrame, by: list[str]) -> pd.Series:
 
 
 def best_rates(df: pd.DataFrame, by: list[str], higher: bool) -> pd.DataFrame:
-    """The selected rate per `by` group (columns: *by, lr, val, loss, tied): the best mean validation
-    score (mean_validation); where several rates tie on it (e.g. every rate at recall 1.0), the one
-    with the lowest mean validation loss (`val/loss`, averaged the same way). `tied`: the score tied."""
+    """The selected rate per `by` group (non-empty; columns: *by, lr, val, loss, tied): the best mean
+    validation score (mean_validation); where several rates tie on it (e.g. every rate at recall 1.0),
+    the one with the lowest mean validation loss (`val/loss`, averaged the same way). `tied`: the score tied."""
     val = mean_validation(df, by).rename("val")
     losses = pd.to_numeric(df["val/loss"], errors="coerce") if "val/loss" in df else pd.Series(math.nan, df.index)
     loss = mean_validation(df.assign(val_score=losses), by).rename("loss")
     t = pd.concat([val, loss], axis=1).reset_index().dropna(subset=["val"])
     t = t.sort_values(["val", "loss"], ascending=[not higher, True], na_position="last", kind="stable")
-    at_best = t["val"] == (t.groupby(by)["val"].transform("first") if by else t["val"].iloc[0])
-    t["tied"] = (at_best.groupby([t[k] for k in by]).transform("sum") if by else at_best.sum()) > 1
-    return t.groupby(by).head(1) if by else t.head(1)
+    t["tied"] = t.assign(at_best=t["val"] == t.groupby(by)["val"].transform("first")) \
+        .groupby(by)["at_best"].transform("sum") > 1
+    return t.groupby(by).head(1)
 
 
 def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
@@ -68,10 +68,11 @@ def select(runs: pd.DataFrame, sweep: str) -> dict[str, Any]:
         raise SelectionError(f"sweep {sweep!r} has no rows with both optim.lr and val_score")
     higher = bool(df["higher_is_better"].iloc[0])
     grid = sorted(df["lr"].unique())
+    picks = best_rates(df, ["cell"], higher).set_index("cell")
     cells: dict[str, Any] = {}
     for cell, g in df.groupby("cell", sort=False):
         val = mean_validation(g, [])
-        pick = best_rates(g, [], higher).iloc[0]
+        pick = picks.loc[cell]
         best = float(pick["lr"])
         cells[cell] = {"selected": best,
                        "val": {repr(float(lr)): float(v) for lr, v in val.items()},
