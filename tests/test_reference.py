@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gapbench import report, results, stats
+from gapbench import report, results, seed_stability
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "reference" / "horizons"
 SWEEPS = {"adding": "reference_adding", "copy": "reference_copy"}  # task -> its committed horizon sweep
-MAX_MOVE = 1.5
+MAX_MOVE = seed_stability.MAX_MOVE
 
 
 @functools.lru_cache
@@ -50,16 +50,7 @@ UNSTABLE = {("adding", "mingru"): "with 10 seeds, dropping seed 2 or seed 6 move
 def seed_moves(task: str, row: str) -> dict[int, float]:
     """Per seed: the factor by which dropping it moves the row's horizon (inf: it changes kind)."""
     rep = dict(horizon_tables())[task]
-    g = rep.runs[rep.runs["row"] == row].dropna(subset=["solved"])
-    full = stats.fit_horizon(g, n_boot=0)
-    moves = {}
-    for seed in sorted(g["seed"].unique()):
-        part = stats.fit_horizon(g[g["seed"] != seed], n_boot=0)
-        if full.kind == part.kind == "crossed":
-            moves[int(seed)] = max(part.estimate / full.estimate, full.estimate / part.estimate)
-        else:  # censored both ways (the bound is what is reported), or a change of kind
-            moves[int(seed)] = 1.0 if full.kind == part.kind else np.inf
-    return moves
+    return seed_stability.seed_drop_moves(rep.runs[rep.runs["row"] == row].dropna(subset=["solved"]))
 
 
 @pytest.mark.parametrize("task, model", [

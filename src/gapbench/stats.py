@@ -229,33 +229,46 @@ def _crossing(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[str, float]:
     return ("above", math.inf) if p_hi >= 0.5 else ("below", -math.inf)
 
 
+def seed_counts(rows: pd.DataFrame) -> tuple[np.ndarray, list, np.ndarray, np.ndarray] | None:
+    """(gaps, seeds, solved counts, run counts) of (seed, gap, solved) rows, the counts per seed (rows)
+    and gap (columns): a bootstrap resample or a dropped seed is a weighted sum of these. Rows with
+    solved = NaN/None and gap 0 (the fit is in log gap: seq_mnist's undelayed task) are left out;
+    None when nothing is left."""
+    df = rows[["seed", "gap", "solved"]].dropna()
+    df = df[df["gap"] > 0]
+    if df.empty:
+        return None
+    df = df.assign(gap=df["gap"].astype(int), solved=df["solved"].astype(bool).astype(int))
+    gaps = np.array(sorted(df["gap"].unique()))
+    seeds = sorted(df["seed"].unique())
+    k_seed = df.pivot_table(index="seed", columns="gap", values="solved", aggfunc="sum").reindex(
+        index=seeds, columns=gaps).fillna(0).to_numpy()
+    n_seed = df.pivot_table(index="seed", columns="gap", values="solved", aggfunc="count").reindex(
+        index=seeds, columns=gaps).fillna(0).to_numpy()
+    return gaps, seeds, k_seed, n_seed
+
+
+def fit_counts(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> tuple[str, float]:
+    """The fit of fit_horizon on summed counts at log gaps x (gaps without runs left out): its kind
+    and the crossing as a log gap."""
+    keep = n > 0
+    return _crossing(x[keep], k[keep], n[keep]) if keep.sum() else ("none", math.nan)
+
+
 def fit_horizon(rows: pd.DataFrame, n_boot: int = BOOTSTRAP, level: float = LEVEL, seed: int = 0) -> Horizon:
     """Memory horizon of one cell from its (seed, gap, solved) rows: the gap where a logistic fit of
     the success probability in log(gap), over all seeds and gaps, crosses 0.5; its interval is the
     percentile bootstrap over seeds (each resample draws whole seeds with replacement and refits).
     Rows with solved = NaN/None are ignored. A seed that fails once below gaps it solves moves the
     fit a little, not to its failure."""
-    df = rows[["seed", "gap", "solved"]].dropna()
-    df = df[df["gap"] > 0]  # the fit is in log(gap): gap 0 (seq_mnist's undelayed task) is left out
-    if df.empty:
+    counts = seed_counts(rows)
+    if counts is None:
         return Horizon("none", math.nan, math.nan, math.nan, 0, 0, 0)
-    df = df.assign(gap=df["gap"].astype(int), solved=df["solved"].astype(bool).astype(int))
-    gaps = np.array(sorted(df["gap"].unique()))
+    gaps, seeds, k_seed, n_seed = counts
     x = np.log(gaps.astype(float))
-    seeds = sorted(df["seed"].unique())
-    # per seed, solved and run counts at every gap: a resample is a sum of these
-    k_seed = df.pivot_table(index="seed", columns="gap", values="solved", aggfunc="sum").reindex(
-        index=seeds, columns=gaps).fillna(0).to_numpy()
-    n_seed = df.pivot_table(index="seed", columns="gap", values="solved", aggfunc="count").reindex(
-        index=seeds, columns=gaps).fillna(0).to_numpy()
     k, n = k_seed.sum(0), n_seed.sum(0)
     solved = {int(g): (int(a), int(b)) for g, a, b in zip(gaps, k, n)}
-
-    def fit(kk, nn):
-        keep = nn > 0
-        return _crossing(x[keep], kk[keep], nn[keep]) if keep.sum() else ("none", math.nan)
-
-    kind, est = fit(k, n)
+    kind, est = fit_counts(x, k, n)
     lo = hi = math.nan
     if n_boot and len(seeds) >= 2:
         rng = np.random.default_rng(seed)
@@ -265,7 +278,7 @@ def fit_horizon(rows: pd.DataFrame, n_boot: int = BOOTSTRAP, level: float = LEVE
         for i, w in enumerate(draws):  # with few seeds most resamples repeat: fit each multiset once
             key = w.tobytes()
             if key not in cache:
-                cache[key] = fit(w @ k_seed, w @ n_seed)[1]
+                cache[key] = fit_counts(x, w @ k_seed, w @ n_seed)[1]
             logs[i] = cache[key]
         logs.sort()  # percentile bootstrap without interpolation (bounds may be ±inf: censored resamples)
         q = logs[math.floor((1 - level) / 2 * (n_boot - 1))], logs[math.ceil((1 + level) / 2 * (n_boot - 1))]
