@@ -156,7 +156,7 @@ def table(df: pd.DataFrame, search: dict, seeds: Iterable[int], draws: int = 200
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gapbench.seed_stability", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
-    p.add_argument("--sweep", required=True, help="a horizon sweep's sweep_id")
+    p.add_argument("--sweep", action="append", required=True, help="a horizon sweep's sweep_id (repeatable)")
     p.add_argument("--seeds", default="5,10,20,40", help="seed counts to simulate (default: 5,10,20,40)")
     p.add_argument("--draws", type=int, default=200, help="simulated references per seed count (default: 200)")
     a = p.parse_args(argv)
@@ -169,19 +169,30 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        df, search = sweep_rows(a.results, a.sweep)
+        loaded = {sweep: sweep_rows(a.results, sweep) for sweep in a.sweep}
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
-    t = table(df, search, seeds, a.draws)
-    print(f"sweep {a.sweep}: search from gap {search['start']} in [{search['min_gap']}, {search['max_gap']}], "
-          f"grow {search['grow']:g}, factor {search['factor']:g}; {a.draws} simulated references per seed count; "
-          f"pass = no seed drop moves the horizon by more than {MAX_MOVE}x\n")
-    print(t.to_markdown(index=False, floatfmt=".2f"))
-    per_seed = t["job s per seed"].sum()
-    print(f"\nthe search's job time for every model at n seeds (measured per seed above): "
-          + ", ".join(f"{n}: {n * per_seed / 3600:.1f} h" for n in seeds)
-          + "; on w parallel workers its wall time is at least that / w")
+    every, hours = {n: 1.0 for n in seeds}, {n: 0.0 for n in seeds}
+    for sweep, (df, search) in loaded.items():
+        t = table(df, search, seeds, a.draws)
+        print(f"sweep {sweep}: search from gap {search['start']} in [{search['min_gap']}, {search['max_gap']}], "
+              f"grow {search['grow']:g}, factor {search['factor']:g}; {a.draws} simulated references per seed count; "
+              f"pass = no seed drop moves the horizon by more than {MAX_MOVE}x\n")
+        print(t.to_markdown(index=False, floatfmt=".2f"))
+        per_seed = t["job s per seed"].sum()
+        for n in seeds:
+            every[n] *= t[f"P(pass), {n} seeds"].prod()
+            hours[n] += n * per_seed / 3600
+        print(f"\nevery model passes (models independent): "
+              + ", ".join(f"{n} seeds {t[f'P(pass), {n} seeds'].prod():.2f}" for n in seeds)
+              + f"\nthe search's job time, every model at n seeds (from the job time per seed): "
+              + ", ".join(f"{n} seeds {n * per_seed / 3600:.1f} h" for n in seeds) + "\n")
+    if len(loaded) > 1:
+        print(f"all {len(loaded)} sweeps: every model passes "
+              + ", ".join(f"{n} seeds {every[n]:.2f}" for n in seeds)
+              + "; the searches' job time " + ", ".join(f"{n} seeds {hours[n]:.1f} h" for n in seeds)
+              + " (wall time on w parallel workers: at least that / w)")
     return 0
 
 
