@@ -3,7 +3,6 @@ several models on each task, and none moves by more than a factor 1.5 when any o
 import functools
 from pathlib import Path
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 

@@ -115,12 +115,12 @@ def pass_rate(intervals: list[tuple[float, float]], n_seeds: int, search: dict, 
     return passed / draws
 
 
-def sweep_rows(results_dir: Path, sweep: str) -> tuple[pd.DataFrame, dict]:
-    """The sweep's finished rows with `solved` per the task's criterion, and its search settings."""
-    from gapbench import report, results, tasks
+def sweep_rows(all_runs: pd.DataFrame, results_dir: Path, sweep: str) -> tuple[pd.DataFrame, dict]:
+    """The sweep's finished rows (from results.load_runs(results_dir)) with `solved` per the task's
+    criterion, and its search settings."""
+    from gapbench import report, tasks
 
-    runs = results.load_runs(results_dir)
-    runs = runs[runs["sweep_id"] == sweep]
+    runs = all_runs[all_runs["sweep_id"] == sweep]
     if runs.empty:
         raise ValueError(f"no runs of sweep {sweep!r} in {results_dir}/runs")
     (task,) = runs["task"].unique()
@@ -168,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--seeds {a.seeds!r} / --draws {a.draws}: give seed counts >= 2 separated by commas and draws >= 1",
               file=sys.stderr)
         return 2
+    from gapbench import results
+
+    runs = results.load_runs(a.results)
     try:
-        loaded = {sweep: sweep_rows(a.results, sweep) for sweep in a.sweep}
+        loaded = {sweep: sweep_rows(runs, a.results, sweep) for sweep in a.sweep}
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
@@ -181,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
               f"pass = no seed drop moves the horizon by more than {MAX_MOVE}x\n")
         print(t.to_markdown(index=False, floatfmt=".2f"))
         per_seed = t["job s per seed"].sum()
+        all_pass = {n: t[f"P(pass), {n} seeds"].prod() for n in seeds}
         for n in seeds:
-            every[n] *= t[f"P(pass), {n} seeds"].prod()
+            every[n] *= all_pass[n]
             hours[n] += n * per_seed / 3600
         print(f"\nevery model passes (models independent): "
-              + ", ".join(f"{n} seeds {t[f'P(pass), {n} seeds'].prod():.2f}" for n in seeds)
+              + ", ".join(f"{n} seeds {all_pass[n]:.2f}" for n in seeds)
               + f"\nthe search's job time, every model at n seeds (from the job time per seed): "
               + ", ".join(f"{n} seeds {n * per_seed / 3600:.1f} h" for n in seeds) + "\n")
     if len(loaded) > 1:
