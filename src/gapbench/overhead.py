@@ -45,12 +45,13 @@ class BareLoop:
     """The training step of a job written as plain PyTorch: generate the batch, loss, backward, clip, the
     job's optimiser (and rate schedule)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, device: str = "cpu"):
         from gapbench.job import make_model, make_task
 
         self.task = make_task(cfg)
         torch.manual_seed(cfg.seed)
-        self.model = make_model(cfg, self.task)
+        self.device = torch.device(device)
+        self.model = make_model(cfg, self.task).to(self.device)
         from omegaconf import OmegaConf
 
         from gapbench import optim
@@ -63,7 +64,7 @@ class BareLoop:
     def step(self) -> tuple[float, float]:
         """One step; returns (its seconds, of which batch generation)."""
         t0 = time.perf_counter()
-        batch = self.task.train_batch(self.index, "cpu")
+        batch = self.task.train_batch(self.index, self.device)
         generated = time.perf_counter()
         loss, _ = self.task.training_loss(self.model, batch)
         self.opt.zero_grad(set_to_none=True)
@@ -73,6 +74,8 @@ class BareLoop:
         self.opt.step()
         if self.schedule is not None:
             self.schedule.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # the step's time, not its launch time (the job waits every log step)
         self.index += 1
         t1 = time.perf_counter()
         return t1 - t0, generated - t0
@@ -88,6 +91,8 @@ class Interleaved(L.Callback):
         self._mark = self._inside = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.bare.device.type == "cuda":
+            torch.cuda.synchronize()  # the job's previous step done on the GPU too: both sides timed to completion
         now = time.perf_counter()
         counted = trainer.global_step > self.warmup
         if counted and self._mark is not None:
@@ -107,7 +112,7 @@ class Interleaved(L.Callback):
                 "steps": self.steps}
 
 
-def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
+def measure_once(overrides: list[str], steps: int, warmup: int, device: str = "cpu") -> dict[str, float]:
     from gapbench.job import run_job
 
     with tempfile.TemporaryDirectory() as d:
@@ -116,8 +121,8 @@ def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, flo
         for key in ("test_size", "val_size", "eval_tokens", "val_tokens"):  # small held-out sets, where the task has them
             if key in cfg.task:
                 cfg.task[key] = 64
-        cfg.trainer.accelerator = "cpu"  # the bare loop runs on the CPU; compare like with like
-        clock = Interleaved(BareLoop(cfg), warmup)
+        cfg.trainer.accelerator = "gpu" if device == "cuda" else "cpu"  # the bare loop's device: like with like
+        clock = Interleaved(BareLoop(cfg, device), warmup)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             run_job(cfg, callbacks=[clock])  # the job's progress bar runs, unseen
     return clock.result()
@@ -138,12 +143,13 @@ def null_test(overrides: list[str], steps: int = 1000, warmup: int = 100) -> dic
     return {**clock.result(), "null_test": True}
 
 
-def measure_overhead(overrides: list[str] = (), steps: int = 1000, warmup: int = 100, repeats: int = 3) -> dict:
+def measure_overhead(overrides: list[str] = (), steps: int = 1000, warmup: int = 100, repeats: int = 3,
+                     device: str = "cpu") -> dict:
     """`repeats` interleaved runs of `steps` counted steps each; the median run by ratio is reported."""
-    runs = [measure_once(list(overrides), steps, warmup) for _ in range(repeats)]
+    runs = [measure_once(list(overrides), steps, warmup, device) for _ in range(repeats)]
     runs.sort(key=lambda r: r["overhead_ratio"])
     return {**runs[len(runs) // 2], "ratios": [round(r["overhead_ratio"], 4) for r in runs],
-            "repeats": repeats, "overrides": list(overrides), "threads": torch.get_num_threads()}
+            "repeats": repeats, "overrides": list(overrides), "threads": torch.get_num_threads(), "device": device}
 
 
 def sweep_seconds(launcher: str, overrides: list[str]) -> float:
@@ -218,6 +224,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=1000, help="counted steps per run (default 1000)")
     ap.add_argument("--warmup", type=int, default=100, help="uncounted steps first (default 100)")
     ap.add_argument("--repeats", type=int, default=3, help="runs; the median by ratio is reported (default 3)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the job and the bare loop run")
     ap.add_argument("--sweep", action="store_true", help="time a multirun with joblib against one job after another")
     ap.add_argument("--null", action="store_true",
                     help="check the clock: a second bare loop in place of the job (the ratio should be ~1.00)")
@@ -232,7 +239,10 @@ def main(argv=None) -> dict:
     elif a.null:
         result = null_test(a.overrides, a.steps, a.warmup)
     else:
-        result = measure_overhead(a.overrides, a.steps, a.warmup, a.repeats)
+        if a.device == "cuda" and not torch.cuda.is_available():
+            print("python -m gapbench.overhead: --device cuda needs a CUDA GPU; none is visible (valid: --device cpu)")
+            raise SystemExit(2)
+        result = measure_overhead(a.overrides, a.steps, a.warmup, a.repeats, a.device)
     print(json.dumps(result, indent=1))
     return result
 

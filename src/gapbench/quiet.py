@@ -11,7 +11,8 @@ import warnings
 # Lightning's rank-zero INFO lines printed for every Trainer, identical in every job of a sweep.
 LIGHTNING_BANNERS = ("GPU available:", "TPU available:", "HPU available:", "LOCAL_RANK:", "💡 Tip:",
                      "`Trainer.fit` stopped: `max_steps=", "`Trainer.fit` stopped: `max_time", "`Trainer(limit_",
-                     "`Trainer(overfit_batches=", "Restoring states from the checkpoint", "Restored all states from")
+                     "`Trainer(overfit_batches=", "Restoring states from the checkpoint", "Restored all states from",
+                     "You are using a CUDA device")  # the Tensor Cores hint: gapbench sets the precision (key tf32)
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                      "lightning.pytorch.accelerators.cuda")
 
@@ -26,6 +27,8 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
         return
     # torch 2.13's pytree deprecation, raised from inside Lightning; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\). is deprecated", category=FutureWarning)
+    # gapbench's loaders serve batches generated on the device, or small fixed eval sets: workers would not help
+    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
     # a continued job starts from an earlier job's checkpoint, written in that job's folder
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     # W&B prints ~35 `wandb:` lines per run (banner, sync hints, run summary); the row holds the result

@@ -114,6 +114,7 @@ def check_config(cfg: DictConfig | dict) -> None:
     if cfg.progress is not True and cfg.progress is not False:
         _int("progress", cfg.progress, 1, " (steps between progress-bar redraws), or false for no bar")
     _bool("rerun", cfg.rerun)
+    _bool("tf32", cfg.get("tf32", False))
     check_optim(cfg.optim)
     check_wandb(cfg.wandb)
     for key in ("verbose", "eval_only"):

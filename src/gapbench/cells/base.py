@@ -150,6 +150,13 @@ class SequenceModel(nn.Module):
     matmul_blocks: ClassVar[tuple[int, int]] = (0, 0)
     saved_per_step: ClassVar[int] = 12  # the LSTM family's gates, cell states and their nonlinearities, read-out
 
+    def __call__(self, *args, **kwargs):
+        from gapbench.cells import _cuda
+
+        if args and len(args) + len(kwargs) <= 2 and set(kwargs) <= {"state"} and _cuda.graphable(self, args[0]):
+            return _cuda.graph_call(self, *args, **kwargs)  # training on a GPU: the sequence from a CUDA graph
+        return super().__call__(*args, **kwargs)
+
     @classmethod
     def activation_bytes(cls, batch: int, seq_len: int, hidden_size: int, bytes_per_value: int = 4, **options) -> int:
         return cls.saved_per_step * batch * seq_len * hidden_size * bytes_per_value

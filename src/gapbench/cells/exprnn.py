@@ -73,8 +73,14 @@ class ExpRNN(SequenceModel):
         return h, h
 
     def forward(self, x, state=None):
+        return self.forward_with(x, state, *self.graph_inputs())
+
+    def graph_inputs(self):
+        return (self.weight_hh,)  # one matrix exponential per forward, outside a CUDA graph (cells._cuda)
+
+    def forward_with(self, x, state, weight_hh):
         h = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
-        B_t = self.weight_hh.T  # one matrix exponential per forward
+        B_t = weight_hh.T
         outs = []
         for xp_t in self.input_kernel(x).unbind(1):
             h = modrelu(torch.addmm(xp_t, h, B_t), self.bias)

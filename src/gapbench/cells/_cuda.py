@@ -1,0 +1,218 @@
+"""The recurrent models' fast path on CUDA, derived from their own equations (no hand-written kernel).
+
+On a GPU, one time step of a hand-written cell is a dozen small kernels, each launched from Python:
+the GPU waits on the launches (measured on an H200, B = 128, H = 128: 15-50x cuDNN's LSTM). Two
+generic measures close most of that gap; both apply to a model a user adds by the contract:
+
+* `pointwise_sequence`, for a LoopCell whose step is one recurrent matmul followed by elementwise work,
+  `recur(x_proj, state) == pointwise(x_proj + h @ W_hh^T, state)` (the cell defines `pointwise`, the
+  same equations it steps with). Per step: the matmul is one cuBLAS call; `pointwise` runs as one
+  kernel compiled by torch.compile (Inductor generates a fused Triton kernel for its forward and one
+  for its backward); the weight gradient dW_hh is ONE matmul over all B*T rows after the loop (as the
+  CPU path in _bptt does), where autograd would do one per step.
+* `graph_call`, for every recurrent model that is not a fused cuDNN kernel: in training, the
+  forward and backward of a whole sequence are captured once per input signature in a CUDA graph
+  (torch.cuda.make_graphed_callables) and replayed, so the T steps cost no Python and no launches.
+  Shapes are static within a job (batch, length and width are fixed by the task), so a job captures
+  once. Evaluation (no grad), autocast (bf16-mixed) and a second forward before the first one's
+  backward run eagerly. A capture that fails (an op that is not capturable) falls back to eager
+  for that signature, once.
+
+Switches (for measurements and debugging), in the environment or as the flags below:
+GAPBENCH_CUDA_FAST=0 turns both off (the code as it was before: _bptt's functions, launched step by
+step), GAPBENCH_CUDA_GRAPHS=0 only the graphs, GAPBENCH_COMPILE=0 only the compilation. CPU runs never take this path: there the hand-written
+backward of _bptt is fastest (docs/performance.md).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+import weakref
+
+import torch
+from torch.utils import _pytree as pytree
+
+log = logging.getLogger("gapbench")
+
+FAST = os.environ.get("GAPBENCH_CUDA_FAST", "1") != "0"
+GRAPHS = FAST and os.environ.get("GAPBENCH_CUDA_GRAPHS", "1") != "0"
+COMPILE = os.environ.get("GAPBENCH_COMPILE", "1") != "0"
+_OUTSIDE = ("weight_ih", "bias", "weight_hh")  # parameters used outside `pointwise`
+
+
+def _as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def step_fn(cell, compile: bool | None = None):
+    """state_tuple -> new state_tuple for one step of `cell.pointwise` (its h first); compiled on CUDA
+    unless switched off. Cached on the cell."""
+    compile = COMPILE if compile is None else compile
+    key = "_gapbench_step_compiled" if compile else "_gapbench_step_eager"
+    fn = cell.__dict__.get(key)
+    if fn is None:
+        tuple_state = isinstance(cell.initial_state(1, device="meta"), tuple)
+
+        def fn(z, s):
+            _, new = cell.pointwise(z, s if tuple_state else s[0])
+            return _as_tuple(new)
+        if compile:
+            fn = torch.compile(fn, dynamic=False, fullgraph=True)
+        cell.__dict__[key] = fn
+    return fn
+
+
+class _PointwiseBPTT(torch.autograd.Function):
+    """Backpropagation through time with the recurrent matmul outside and `pointwise` differentiated
+    step by step (its compiled backward); dW_hh in one matmul at the end."""
+
+    @staticmethod
+    def forward(ctx, step, n_state, x_proj, weight, *rest):
+        state, params = tuple(s.detach() for s in rest[:n_state]), rest[n_state:]
+        w = None if weight is None else weight.detach()
+        h0, steps, outs = state[0], [], []
+        with torch.enable_grad():  # one small autograd graph per step, kept for backward
+            for xp in x_proj.detach().unbind(1):
+                z = xp if w is None else torch.addmm(xp, state[0], w.t())
+                z = z.detach().requires_grad_()
+                s_in = tuple(s.detach().requires_grad_() for s in state)
+                new = step(z, s_in)
+                steps.append((z, s_in, new))
+                state = tuple(s.detach() for s in new)
+                outs.append(state[0])
+        out = torch.stack(outs, 1)
+        ctx.steps, ctx.params, ctx.w, ctx.n_state = steps, params, w, n_state
+        ctx.save_for_backward(h0, out)
+        return (out, *state)
+
+    @staticmethod
+    def backward(ctx, d_out, *d_state):
+        h0, out = ctx.saved_tensors
+        steps, params, w, n = ctx.steps, ctx.params, ctx.w, ctx.n_state
+        dstate = list(d_state)
+        dzs, dps = [], []
+        for t in range(len(steps) - 1, -1, -1):
+            z, s_in, new = steps[t]
+            dstate[0] = dstate[0] + d_out[:, t]
+            grads = torch.autograd.grad(new, (z, *s_in, *params), dstate, allow_unused=True)
+            dz, ds = grads[0], grads[1:1 + n]
+            dzs.append(dz)
+            dps.append(grads[1 + n:])
+            dstate = [torch.zeros_like(s) if g is None else g for g, s in zip(ds, s_in)]
+            if w is not None:
+                dstate[0] = torch.addmm(dstate[0], dz, w)  # dL/dh_{t-1} through the recurrent matmul
+        ctx.steps = None
+        dZ = torch.stack(dzs[::-1], 1)
+        dW = None
+        if w is not None:
+            B, T, G = dZ.shape
+            h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], 1)
+            dW = dZ.reshape(B * T, G).t() @ h_prev.reshape(B * T, -1)
+        dparams = [None if all(g[k] is None for g in dps) else sum(g[k] for g in dps if g[k] is not None)
+                   for k in range(len(params))]
+        return (None, None, dZ, dW, *dstate, *dparams)
+
+
+def pointwise_params(cell) -> list[torch.nn.Parameter]:
+    return [p for name, p in cell.named_parameters() if name not in _OUTSIDE]
+
+
+def pointwise_sequence(cell, x, state, compile: bool | None = None):
+    """(outputs, final_state) of a LoopCell with `pointwise`, by _PointwiseBPTT. Same math as
+    `autograd_forward`; `compile=False` runs `pointwise` eagerly (the tests use it on CPU)."""
+    flat = _as_tuple(state)
+    weight = getattr(cell, "weight_hh", None)
+    out, *final = _PointwiseBPTT.apply(step_fn(cell, compile), len(flat), cell.project(x), weight, *flat,
+                                       *pointwise_params(cell))
+    return out, (tuple(final) if isinstance(state, tuple) else final[0])
+
+
+class _Released(torch.autograd.Function):
+    """Identity whose backward marks the graph's outputs as consumed (see graph_forward)."""
+
+    @staticmethod
+    def forward(ctx, flag, *xs):
+        ctx.flag = flag
+        return xs if len(xs) > 1 else xs[0]
+
+    @staticmethod
+    def backward(ctx, *gs):
+        ctx.flag["live"] = False
+        return (None, *gs)
+
+
+class _Sequence(torch.nn.Module):
+    """A flat-tensor view of a model's forward, for make_graphed_callables."""
+
+    def __init__(self, model, forward, rebuild_state):
+        super().__init__()
+        self.model, self._forward, self._rebuild = model, forward, rebuild_state
+        self.out_spec = None
+
+    def forward(self, x, *state_flat):
+        out = self._forward(x, self._rebuild(state_flat))
+        leaves, self.out_spec = pytree.tree_flatten(out)
+        return tuple(leaves)
+
+
+_inside = {"capture": False}  # while a graph is warmed up or captured, the models inside it run plainly
+
+
+def graphable(model, x) -> bool:
+    """Whether this call of `model` runs through a CUDA graph (training on a GPU, fast path on)."""
+    return (GRAPHS and not _inside["capture"] and torch.is_tensor(x) and x.is_cuda and torch.is_grad_enabled()
+            and getattr(model, "recurrent", False)
+            and not any(getattr(m, "fused", False) for m in model.modules())  # cuDNN's RNNs: fast already
+            and not torch.is_autocast_enabled("cuda") and not torch.cuda.is_current_stream_capturing()
+            and not (model._forward_hooks or model._forward_pre_hooks or model._backward_hooks))
+
+
+_CAPTURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its graphs, by input signature
+
+
+def graph_call(model, x, state=None):
+    """model(x, state) -> (outputs, state), replayed from a CUDA graph (see graphable).
+
+    A model whose forward computes something that cannot be captured (expRNN's matrix exponential
+    decides its degree on the host) computes it outside: `model.graph_inputs()` returns those
+    tensors and `model.forward_with(x, state, *inputs)` is the rest of forward."""
+    graphs = _CAPTURED.setdefault(model, {"live": False})
+    if graphs["live"]:  # a second forward before the first one's backward: the graph's buffers are in use
+        return model.forward(x, state)
+    if hasattr(model, "graph_inputs"):
+        state = (state, tuple(model.graph_inputs()))
+        fwd = lambda x, packed: model.forward_with(x, packed[0], *packed[1])  # noqa: E731
+    else:
+        fwd = model.forward
+    flat, spec = pytree.tree_flatten(state)
+    key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, spec,
+           tuple((tuple(s.shape), s.dtype, s.requires_grad) for s in flat))
+    if key not in graphs:
+        graphs[key] = _capture(model, fwd, x, flat, spec)
+    seq = graphs[key]
+    if seq is None:
+        return fwd(x, state)
+    leaves = tuple(t.clone() for t in seq(x, *flat))  # the graph's outputs are overwritten at its next replay
+    if any(t.requires_grad for t in leaves):
+        graphs["live"] = True
+        leaves = _as_tuple(_Released.apply(graphs, *leaves))
+    return pytree.tree_unflatten(list(leaves), seq.out_spec)
+
+
+def _capture(model, forward, x, flat, spec):
+    seq = _Sequence(model, forward, lambda leaves: pytree.tree_unflatten(list(leaves), spec))
+    sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (x, *flat))
+    _inside["capture"] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.cuda.make_graphed_callables(seq, sample, allow_unused_input=True)
+    except Exception as e:  # an op that cannot be captured: this signature runs eagerly
+        log.warning("CUDA graph capture of %s failed (%s: %s); running it eagerly",
+                    type(model).__name__, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        torch.cuda.synchronize()
+        return None
+    finally:
+        _inside["capture"] = False
+    return seq
