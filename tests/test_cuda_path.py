@@ -131,3 +131,28 @@ def test_tf32_key_is_neutral_at_its_default_and_sets_the_backends():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before[:2]
         torch.set_float32_matmul_precision(before[2])
+
+
+@pytest.mark.parametrize("name", [n for n in cells.names() if not cells.cell_class(n).fused])
+def test_graph_call_bookkeeping_with_the_graph_mocked_out(name, monkeypatch):
+    """graph_call's flattening of states (None, tuples, expRNN's weight computed outside), its outputs
+    and gradients, with make_graphed_callables replaced by a plain call: the CPU stand-in for the GPU."""
+    monkeypatch.setattr(_cuda, "graphable", lambda model, x: not _cuda._inside["capture"] and torch.is_grad_enabled()
+                        and model.recurrent and not any(getattr(m, "fused", False) for m in model.modules()))
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda seq, sample, **kw: (seq(*sample), seq)[1])
+    torch.manual_seed(0)
+    cell, ref = cells.build(name, I, H, max_len=T), cells.build(name, I, H, max_len=T)
+    ref.load_state_dict(cell.state_dict())
+    x = torch.randn(B, T, I, requires_grad=True)
+    for state in (None, cell.initial_state(B) if cell.recurrent else None):
+        for _ in range(2):  # the first call captures, the second replays
+            x.grad = None
+            out, _ = cell(x, state)
+            out.sum().backward()
+        got = x.grad.clone()
+        x.grad = None
+        want, _ = ref.forward(x, state)
+        want.sum().backward()
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(got, x.grad)
+    assert (cell in _cuda._CAPTURED) == cell.recurrent

@@ -33,6 +33,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path.cwd()  # the checkout: run.py is run from here
@@ -56,6 +57,7 @@ class Check:
                 self.result["parts"][name] = {**fn(), "seconds": round(time.perf_counter() - t, 1)}
             except Exception as e:  # one part failing must not lose the others
                 self.result["parts"][name] = {"error": f"{type(e).__name__}: {e}"[-3000:],
+                                              "traceback": traceback.format_exc()[-3000:],
                                               "seconds": round(time.perf_counter() - t, 1)}
         print(f"[gpu_check] {name}: {json.dumps(self.result['parts'][name])[:600]}", flush=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.result, indent=1))
@@ -106,7 +108,7 @@ def equivalence_part() -> dict:
         w = torch.randn(8, 24, 16, dtype=dtype)
         res = []
         for model, dev in ((m, "cpu"), (g, "cuda")):
-            xd = x.to(dev).requires_grad_()
+            xd = x.detach().to(dev).requires_grad_()
             torch.backends.cudnn.enabled = cudnn
             for _ in range(2):  # the second call replays the captured graph
                 for p in model.parameters():

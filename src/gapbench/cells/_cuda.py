@@ -58,9 +58,22 @@ def step_fn(cell, compile: bool | None = None):
             _, new = cell.pointwise(z, s if tuple_state else s[0])
             return _as_tuple(new)
         if compile:
+            _allow_recompiles()
             fn = torch.compile(fn, dynamic=False, fullgraph=True)
         cell.__dict__[key] = fn
     return fn
+
+
+def _allow_recompiles(limit: int = 256) -> None:
+    """One compiled step per cell instance shares one code object, and Dynamo recompiles it for each
+    instance (its guards hold the module): past its default limit of 8 it would silently run the
+    step eagerly, e.g. from the ninth cell of a benchmark on."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < limit:
+            setattr(cfg, name, limit)
+    if hasattr(cfg, "accumulated_recompile_limit") and cfg.accumulated_recompile_limit < 4 * limit:
+        cfg.accumulated_recompile_limit = 4 * limit
 
 
 class _PointwiseBPTT(torch.autograd.Function):
@@ -185,11 +198,12 @@ def graph_call(model, x, state=None):
         fwd = lambda x, packed: model.forward_with(x, packed[0], *packed[1])  # noqa: E731
     else:
         fwd = model.forward
-    flat, spec = pytree.tree_flatten(state)
-    key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, spec,
+    leaves, spec = pytree.tree_flatten(state)
+    flat = [t for t in leaves if torch.is_tensor(t)]
+    key = (tuple(x.shape), x.dtype, x.device, x.requires_grad, spec, tuple(torch.is_tensor(t) for t in leaves),
            tuple((tuple(s.shape), s.dtype, s.requires_grad) for s in flat))
     if key not in graphs:
-        graphs[key] = _capture(model, fwd, x, flat, spec)
+        graphs[key] = _capture(model, fwd, x, flat, _rebuilder(leaves, spec))
     seq = graphs[key]
     if seq is None:
         return fwd(x, state)
@@ -200,8 +214,16 @@ def graph_call(model, x, state=None):
     return pytree.tree_unflatten(list(leaves), seq.out_spec)
 
 
-def _capture(model, forward, x, flat, spec):
-    seq = _Sequence(model, forward, lambda leaves: pytree.tree_unflatten(list(leaves), spec))
+def _rebuilder(leaves, spec):
+    """tensors -> the state they came from (its non-tensor leaves, e.g. None, kept as they were)."""
+    def rebuild(tensors):
+        it = iter(tensors)
+        return pytree.tree_unflatten([next(it) if torch.is_tensor(t) else t for t in leaves], spec)
+    return rebuild
+
+
+def _capture(model, forward, x, flat, rebuild):
+    seq = _Sequence(model, forward, rebuild)
     sample = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in (x, *flat))
     _inside["capture"] = True
     try:
