@@ -141,7 +141,7 @@ def test_graph_call_bookkeeping_with_the_graph_mocked_out(name, monkeypatch):
                         and model.recurrent and not any(getattr(m, "fused", False) for m in model.modules()))
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda seq, sample, **kw: (seq(*sample), seq)[1])
     torch.manual_seed(0)
-    cell, ref = cells.build(name, I, H, max_len=T), cells.build(name, I, H, max_len=T)
+    cell, ref = cells.build(name, I, 8, max_len=T), cells.build(name, I, 8, max_len=T)
     ref.load_state_dict(cell.state_dict())
     x = torch.randn(B, T, I, requires_grad=True)
     for state in (None, cell.initial_state(B) if cell.recurrent else None):
