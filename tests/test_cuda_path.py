@@ -156,3 +156,26 @@ def test_graph_call_bookkeeping_with_the_graph_mocked_out(name, monkeypatch):
         torch.testing.assert_close(out, want)
         torch.testing.assert_close(got, x.grad)
     assert (cell in _cuda._CAPTURED) == cell.recurrent
+
+
+@pytest.mark.parametrize("name,opts", [("exprnn", {}), ("mingru", {"impl": "loop"}), ("minlstm", {"impl": "loop"})])
+def test_models_with_a_pointwise_step_match_their_own_loop(name, opts):
+    """expRNN (modReLU after one matmul) and the minimal RNNs' loops (no recurrent matmul) on the
+    fast path's math, against their CPU loops, in float64."""
+    torch.manual_seed(0)
+    m = cells.build(name, I, H, **opts).double()
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    inputs = [x, h0, *m.parameters()]
+    out, final = m(x, h0)
+    want = torch.autograd.grad(loss_of(out, final), inputs, allow_unused=True)
+    if name == "exprnn":
+        out2, final2 = _cuda.run_pointwise(m, m.input_kernel(x), m.weight_hh, h0, [m.bias], compile=False)
+    else:
+        out2, final2 = _cuda.run_pointwise(m, m.linear(x), None, h0, [], compile=False)
+    got = torch.autograd.grad(loss_of(out2, final2), inputs, allow_unused=True)
+    torch.testing.assert_close(out2, out, atol=1e-12, rtol=1e-12)
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if w is not None:
+            torch.testing.assert_close(g, w, atol=1e-11, rtol=1e-11)

@@ -78,53 +78,75 @@ def _allow_recompiles(limit: int = 256) -> None:
 
 class _PointwiseBPTT(torch.autograd.Function):
     """Backpropagation through time with the recurrent matmul outside and `pointwise` differentiated
-    step by step (its compiled backward); dW_hh in one matmul at the end."""
+    step by step by its compiled backward (elementwise only: the step runs with the cell's own
+    parameters frozen); dW_hh in one matmul, and the gradients of `pointwise`'s parameters (e.g.
+    peepholes) in one pass over all B*T rows, after the loop."""
 
     @staticmethod
-    def forward(ctx, step, n_state, x_proj, weight, *rest):
+    def forward(ctx, cell, compile, n_state, x_proj, weight, *rest):
         state, params = tuple(s.detach() for s in rest[:n_state]), rest[n_state:]
         w = None if weight is None else weight.detach()
+        step = step_fn(cell, compile)
         h0, steps, outs = state[0], [], []
-        with torch.enable_grad():  # one small autograd graph per step, kept for backward
-            for xp in x_proj.detach().unbind(1):
-                z = xp if w is None else torch.addmm(xp, state[0], w.t())
-                z = z.detach().requires_grad_()
-                s_in = tuple(s.detach().requires_grad_() for s in state)
-                new = step(z, s_in)
-                steps.append((z, s_in, new))
-                state = tuple(s.detach() for s in new)
-                outs.append(state[0])
+        frozen = [p for p in params if p.requires_grad]
+        try:
+            for p in frozen:  # per-step parameter gradients would be one reduction over the batch per step
+                p.requires_grad_(False)
+            with torch.enable_grad():  # one small autograd graph per step, kept for backward
+                for xp in x_proj.detach().unbind(1):
+                    z = xp if w is None else torch.addmm(xp, state[0], w.t())
+                    z = z.detach().requires_grad_()
+                    s_in = tuple(s.detach().requires_grad_() for s in state)
+                    new = step(z, s_in)
+                    steps.append((z, s_in, new))
+                    state = tuple(s.detach() for s in new)
+                    outs.append(state[0])
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
         out = torch.stack(outs, 1)
-        ctx.steps, ctx.params, ctx.w, ctx.n_state = steps, params, w, n_state
+        ctx.cell, ctx.steps, ctx.params, ctx.w = cell, steps, params, w
         ctx.save_for_backward(h0, out)
         return (out, *state)
 
     @staticmethod
     def backward(ctx, d_out, *d_state):
         h0, out = ctx.saved_tensors
-        steps, params, w, n = ctx.steps, ctx.params, ctx.w, ctx.n_state
-        dstate = list(d_state)
-        dzs, dps = [], []
-        for t in range(len(steps) - 1, -1, -1):
+        steps, params, w = ctx.steps, ctx.params, ctx.w
+        T = len(steps)
+        carry = [d_state[0] + d_out[:, T - 1], *d_state[1:]]  # dL/d(state_t), d_out folded into h's part
+        dzs, douts = [], []
+        for t in range(T - 1, -1, -1):
             z, s_in, new = steps[t]
-            dstate[0] = dstate[0] + d_out[:, t]
-            grads = torch.autograd.grad(new, (z, *s_in, *params), dstate, allow_unused=True)
-            dz, ds = grads[0], grads[1:1 + n]
+            douts.append(carry)
+            dz, *ds = torch.autograd.grad(new, (z, *s_in), carry, allow_unused=True)
             dzs.append(dz)
-            dps.append(grads[1 + n:])
-            dstate = [torch.zeros_like(s) if g is None else g for g, s in zip(ds, s_in)]
+            dh = ds[0]  # dL/dh_{t-1}: through pointwise (if it reads h), the output, and the matmul
+            if t > 0:
+                dh = d_out[:, t - 1] if dh is None else dh + d_out[:, t - 1]
+            elif dh is None:
+                dh = torch.zeros_like(s_in[0])
             if w is not None:
-                dstate[0] = torch.addmm(dstate[0], dz, w)  # dL/dh_{t-1} through the recurrent matmul
-        ctx.steps = None
+                dh = torch.addmm(dh, dz, w)
+            carry = [dh, *(torch.zeros_like(s) if g is None else g for g, s in zip(ds[1:], s_in[1:]))]
         dZ = torch.stack(dzs[::-1], 1)
         dW = None
         if w is not None:
-            B, T, G = dZ.shape
+            B, _, G = dZ.shape
             h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], 1)
             dW = dZ.reshape(B * T, G).t() @ h_prev.reshape(B * T, -1)
-        dparams = [None if all(g[k] is None for g in dps) else sum(g[k] for g in dps if g[k] is not None)
-                   for k in range(len(params))]
-        return (None, None, dZ, dW, *dstate, *dparams)
+        dparams = [None] * len(params)
+        if any(p.requires_grad for p in params):  # one pass of pointwise over all B*T rows
+            with torch.enable_grad():
+                z_all = torch.cat([z for z, _, _ in steps]).detach()
+                s_all = tuple(torch.cat(parts).detach() for parts in zip(*(s for _, s, _ in steps)))
+                new = step_fn(ctx.cell, compile=False)(z_all, s_all)
+                g_all = [torch.cat(parts) for parts in zip(*douts[::-1])]
+                need = [p for p in params if p.requires_grad]
+                got = iter(torch.autograd.grad(new, need, g_all, allow_unused=True))
+                dparams = [next(got) if p.requires_grad else None for p in params]
+        ctx.steps = ctx.cell = None
+        return (None, None, None, dZ, dW, *carry, *dparams)
 
 
 def pointwise_params(cell) -> list[torch.nn.Parameter]:
@@ -134,10 +156,16 @@ def pointwise_params(cell) -> list[torch.nn.Parameter]:
 def pointwise_sequence(cell, x, state, compile: bool | None = None):
     """(outputs, final_state) of a LoopCell with `pointwise`, by _PointwiseBPTT. Same math as
     `autograd_forward`; `compile=False` runs `pointwise` eagerly (the tests use it on CPU)."""
+    return run_pointwise(cell, cell.project(x), getattr(cell, "weight_hh", None), state, pointwise_params(cell), compile)
+
+
+def run_pointwise(cell, x_proj, weight, state, params, compile: bool | None = None):
+    """The same for any model whose step is `cell.pointwise(x_proj_t + h @ weight^T, state)` (weight
+    None: no recurrent matmul), `params` the parameters `pointwise` reads."""
+    if state is None:
+        state = cell.initial_state(x_proj.shape[0], device=x_proj.device, dtype=x_proj.dtype)
     flat = _as_tuple(state)
-    weight = getattr(cell, "weight_hh", None)
-    out, *final = _PointwiseBPTT.apply(step_fn(cell, compile), len(flat), cell.project(x), weight, *flat,
-                                       *pointwise_params(cell))
+    out, *final = _PointwiseBPTT.apply(cell, compile, len(flat), x_proj, weight, *flat, *params)
     return out, (tuple(final) if isinstance(state, tuple) else final[0])
 
 
