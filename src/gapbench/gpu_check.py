@@ -72,7 +72,7 @@ def _run(cmd: list[str], env=None, timeout=None) -> tuple[float, subprocess.Comp
     return time.perf_counter() - t, done
 
 
-def bench_part(out: Path) -> dict:
+def bench_part(out: Path, eager: bool = True) -> dict:
     from gapbench import bench, cells
 
     hand = [n for n in cells.names() if not cells.cell_class(n).fused]
@@ -82,8 +82,9 @@ def bench_part(out: Path) -> dict:
                  "--time", "1000", "--repeats", "3", "--cells", *[n for n in hand if n not in ("tcn", "transformer")],
                  "--json", str(out / "bench_eager.json")]
     try:
-        _run(eager_cmd, env={"GAPBENCH_CUDA_FAST": "0"}, timeout=150)
-        eager = json.loads((out / "bench_eager.json").read_text())["rows"]
+        if eager:
+            _run(eager_cmd, env={"GAPBENCH_CUDA_FAST": "0"}, timeout=150)
+        eager = json.loads((out / "bench_eager.json").read_text())["rows"] if eager else []
     except Exception as e:
         eager = [{"error": str(e)[-500:]}]
     ratios = {f"{r['label']} T={r['time']}": round(r["ratio_to_lstm"], 2) for r in fast["rows"]}
@@ -213,6 +214,7 @@ def main(argv=None) -> None:
     ap.add_argument("out", type=Path, help="folder for gpu_check.json, gpu_check.md and the runs")
     ap.add_argument("--budget", type=float, default=450, help="seconds; parts that would start later are skipped")
     ap.add_argument("--parts", nargs="+", default=None, help="only these parts (default: all)")
+    ap.add_argument("--no-eager", action="store_true", help="bench: skip the run without the fast path")
     a = ap.parse_args(argv)
     import torch
 
@@ -222,10 +224,10 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     check = Check(a.out, a.budget)
     check.result.update(device=torch.cuda.get_device_name(), torch=torch.__version__)
-    parts = [("bench", lambda: bench_part(a.out), 60), ("equivalence", equivalence_part, 30),
+    parts = [("bench", lambda: bench_part(a.out, not a.no_eager), 60), ("equivalence", equivalence_part, 30),
              ("default_run", lambda: default_run_part(a.out), 90), ("parallel", lambda: parallel_part(a.out), 90),
-             ("sweep", lambda: sweep_part(a.out), 90), ("bf16", lambda: bf16_part(a.out), 30),
-             ("overhead", overhead_part, 60)]
+             ("overhead", overhead_part, 50), ("sweep", lambda: sweep_part(a.out), 90),
+             ("bf16", lambda: bf16_part(a.out), 25)]
     for name, fn, need in parts:
         if a.parts is None or name in a.parts:
             check.part(name, fn, need)
