@@ -179,3 +179,17 @@ def test_models_with_a_pointwise_step_match_their_own_loop(name, opts):
         assert (g is None) == (w is None)
         if w is not None:
             torch.testing.assert_close(g, w, atol=1e-11, rtol=1e-11)
+
+
+def test_pointwise_path_under_autocast_runs_the_recurrence_in_the_parameters_dtype():
+    """trainer.precision=bf16-mixed: the recurrence of the fast path stays in float32 (it failed in
+    backward with a bf16 dz against the float32 W_hh on the GPU); checked with the CPU's autocast."""
+    cell = cells.build("lstm_peephole", I, H)
+    x = torch.randn(B, T, I, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h, c) = _cuda.pointwise_sequence(cell, x, cell.initial_state(B), compile=False)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and cell.peephole.grad is not None
+    ref, _ = cell.autograd_forward(x, cell.initial_state(B))
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)  # the projection ran in bf16

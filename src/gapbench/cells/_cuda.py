@@ -84,9 +84,19 @@ class _PointwiseBPTT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, compile, n_state, x_proj, weight, *rest):
-        state, params = tuple(s.detach() for s in rest[:n_state]), rest[n_state:]
+        params = rest[n_state:]
+        # under autocast (trainer.precision=bf16-mixed) the recurrence runs in the parameters' dtype:
+        # the input projection before it is autocast's, the loop's matmuls and pointwise steps are not
+        dtype = (weight if weight is not None else params[0] if params else rest[0]).dtype
+        state = tuple(s.detach().to(dtype) for s in rest[:n_state])
+        x_proj = x_proj.to(dtype)
         w = None if weight is None else weight.detach()
         step = step_fn(cell, compile)
+        with torch.autocast(x_proj.device.type, enabled=False):
+            return _PointwiseBPTT._loop(ctx, cell, step, x_proj, w, state, params)
+
+    @staticmethod
+    def _loop(ctx, cell, step, x_proj, w, state, params):
         h0, steps, outs = state[0], [], []
         frozen = [p for p in params if p.requires_grad]
         try:
@@ -112,6 +122,7 @@ class _PointwiseBPTT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out, *d_state):
         h0, out = ctx.saved_tensors
+        d_out, d_state = d_out.to(out.dtype), [d.to(out.dtype) for d in d_state]
         steps, params, w = ctx.steps, ctx.params, ctx.w
         T = len(steps)
         carry = [d_state[0] + d_out[:, T - 1], *d_state[1:]]  # dL/d(state_t), d_out folded into h's part
