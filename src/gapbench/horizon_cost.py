@@ -1,4 +1,4 @@
-"""What a horizon search cost against a full log-spaced grid of the same resolution (docs/performance.md).
+"""What a horizon search cost against a full log-spaced grid of the same resolution (docs/development/performance_log.md).
 
     python -m gapbench.horizon_cost --results-dir DIR --sweep SWEEP_ID [--sweep ...]
 
