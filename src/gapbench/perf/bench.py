@@ -1,9 +1,9 @@
 """Speed of every cell: forward+backward time per batch, against nn.LSTM measured in the same run.
 
-    python -m gapbench.bench                    # B=128, H=128,256, T=100,1000, every registered model
-    python -m gapbench.bench --quick            # < 1 min on 2 CPU cores
-    python -m gapbench.bench --quick --overhead # and run.py's per-step overhead against a bare loop
-    python -m gapbench.bench --hidden 256 --time 1000 --cells lstm lstm_peephole --json out.json
+    python -m gapbench.perf.bench               # B=128, H=128,256, T=100,1000, every registered model
+    python -m gapbench.perf.bench --quick       # < 1 min on 2 CPU cores
+    python -m gapbench.perf.bench --quick --overhead # and run.py's per-step overhead against a bare loop
+    python -m gapbench.perf.bench --hidden 256 --time 1000 --cells lstm lstm_peephole --json out.json
 
 What is measured, per (hidden size H, sequence length T) and run. The runs come from the registry:
 each model's `bench_runs()` hook (cells.base) lists the option sets it is measured with (e.g. the
@@ -263,10 +263,10 @@ def _run(args) -> dict:
             print(_table(part, rates), flush=True)
     result = {"meta": meta, "configs": configs, "rows": rows}
     if args.overhead:
-        from gapbench import overhead
+        from gapbench.perf import overhead
 
         print("\nframework overhead: the default job (python run.py) interleaved step by step with a bare "
-              "PyTorch loop doing the same work (gapbench.overhead)", flush=True)
+              "PyTorch loop doing the same work (gapbench.perf.overhead)", flush=True)
         result["overhead"] = o = overhead.measure_overhead([], steps=args.overhead_steps, repeats=3)
         print(f"run.py {o['job_ms_per_step']:.2f} ms/step, bare loop {o['bare_ms_per_step']:.2f} ms/step: "
               f"{o['overhead_ratio']:.2f}x (runs: {', '.join(f'{r:.2f}' for r in o['ratios'])}); "
@@ -300,7 +300,7 @@ def _table(rows, rates) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gapbench.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m gapbench.perf.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", default=cells.names(), choices=cells.names(), metavar="CELL",
                    help=f"cells to measure (default: all: {', '.join(cells.names())}); "
@@ -324,7 +324,7 @@ def parse_args(argv=None):
     p.add_argument("--no-input-grad", action="store_true", help="x does not require grad (no dx computed)")
     p.add_argument("--overhead", action="store_true",
                    help="also measure run.py's per-step time against a bare PyTorch loop (default job, ~35 s; "
-                        "other jobs: python -m gapbench.overhead OVERRIDES)")
+                        "other jobs: python -m gapbench.perf.overhead OVERRIDES)")
     p.add_argument("--overhead-steps", type=int, default=1000, help=argparse.SUPPRESS)
     p.add_argument("--json", metavar="PATH", help="also write meta, per-config dense rates and all rows as JSON")
     args = p.parse_args(argv)

@@ -9,10 +9,10 @@ of its batch starts minus the bare step run inside it; the intervals include eve
 per step and its periodic work (logging, checkpoints). The measuring callback itself is counted as job
 time, so the ratio errs against the job.
 
-    python -m gapbench.overhead                         # the default job: copy, gap 10, LSTM, W&B offline
-    python -m gapbench.overhead gap=100 cell=gru        # any run.py overrides
-    python -m gapbench.overhead --sweep                 # joblib vs sequential on the card's sweep
-    python -m gapbench.overhead --null                  # the clock's null test: bare vs bare, ~1.00
+    python -m gapbench.perf.overhead                    # the default job: copy, gap 10, LSTM, W&B offline
+    python -m gapbench.perf.overhead gap=100 cell=gru   # any run.py overrides
+    python -m gapbench.perf.overhead --sweep            # joblib vs sequential on the card's sweep
+    python -m gapbench.perf.overhead --null             # the clock's null test: bare vs bare, ~1.00
 
 --sweep times a whole multirun (`python run.py -m ...`, W&B off, no progress bar) twice in fresh
 results directories: with Hydra's basic launcher (one job after another) and with
@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def _cfg(results_dir, overrides):
@@ -46,14 +46,14 @@ class BareLoop:
     job's optimiser (and rate schedule)."""
 
     def __init__(self, cfg):
-        from gapbench.job import make_model, make_task
+        from gapbench.train.job import make_model, make_task
 
         self.task = make_task(cfg)
         torch.manual_seed(cfg.seed)
         self.model = make_model(cfg, self.task)
         from omegaconf import OmegaConf
 
-        from gapbench import optim
+        from gapbench.train import optim
 
         self.opt, self.schedule = optim.build(self.model.parameters(), OmegaConf.to_container(cfg.optim, resolve=True),
                                               getattr(self.task, "steps_per_epoch", None))
@@ -108,7 +108,7 @@ class Interleaved(L.Callback):
 
 
 def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
-    from gapbench.job import run_job
+    from gapbench.train.job import run_job
 
     with tempfile.TemporaryDirectory() as d:
         cfg = _cfg(d, [f"trainer.max_steps={warmup + steps + 1}", f"trainer.val_check_interval={10**9}",
@@ -125,7 +125,7 @@ def measure_once(overrides: list[str], steps: int, warmup: int) -> dict[str, flo
 
 def null_test(overrides: list[str], steps: int = 1000, warmup: int = 100) -> dict[str, float]:
     """The clock with a second bare loop in place of the Lightning job: the ratio must come out ~1."""
-    from gapbench.job import _threads
+    from gapbench.train.job import _threads
 
     cfg = _cfg(tempfile.gettempdir(), list(overrides))
     torch.set_num_threads(_threads(cfg))  # as run_job would
@@ -169,8 +169,8 @@ def thread_scaling(overrides: list[str], seconds: float = 1.5, repeats: int = 5)
     alternating blocks of ~`seconds`, best of `repeats`; and the best ratio a parallel launcher could
     reach with one thread per job: sum(steps * t_1) / cores against sum(steps * t_all), one after
     another (perfect packing, no contention between jobs; start-up and evaluation not counted)."""
-    from gapbench.job import cpu_cores
-    from gapbench.preflight import _expand
+    from gapbench.train.job import cpu_cores
+    from gapbench.config.preflight import _expand
 
     cores = cpu_cores()
     before, jobs = torch.get_num_threads(), []
@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m gapbench.overhead", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m gapbench.perf.overhead", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="run.py overrides, e.g. cell=gru gap=100 logger=none")
     ap.add_argument("--steps", type=int, default=1000, help="counted steps per run (default 1000)")
