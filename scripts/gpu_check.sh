@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 22), sized for a short lease on one GPU: every part of `python -m gapbench.gpu_check`
+# The GPU check (issue 22), sized for a short lease on one GPU: every part of `python -m gapbench.perf.gpu_check`
 # (bench of every model vs cuDNN, CPU-vs-CUDA equivalence, the default run, 16 jobs on one GPU, the card's
 # sweep, bf16-mixed, run.py's overhead), each timed, the whole within --budget seconds (default 450).
 #
@@ -16,4 +16,4 @@ shift || true
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(), torch.__version__)"
-python3 -m gapbench.gpu_check "$out" "$@"
+python3 -m gapbench.perf.gpu_check "$out" "$@"

@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gapbench.readout import Tagger
+from gapbench.tasks.readout import Tagger
 from gapbench.tasks import mnist_data
 from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 

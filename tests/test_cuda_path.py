@@ -3,7 +3,7 @@
 Its math, _PointwiseBPTT (recurrent matmul outside, `pointwise` differentiated step by step, dW_hh
 in one matmul), runs on any device: here in float64 against each cell's autograd reference, eagerly,
 and once compiled by torch.compile on the CPU. The CUDA graph around it needs a GPU: its CPU side
-(a plain call) is checked here, the GPU side by `python -m gapbench.gpu_check` (CPU vs CUDA of every
+(a plain call) is checked here, the GPU side by `python -m gapbench.perf.gpu_check` (CPU vs CUDA of every
 model). These tests mean the CPU: they never touch a GPU even where one is present.
 """
 import pytest
@@ -116,7 +116,7 @@ def test_on_the_cpu_a_call_takes_no_graph(name):
 
 
 def test_tf32_key_is_neutral_at_its_default_and_sets_the_backends():
-    from gapbench.job import config_hash, set_numerics
+    from gapbench.train.job import config_hash, set_numerics
 
     base = {"gap": 10, "seed": 0, "cell": {"name": "lstm"}, "task": {"name": "copy"}, "trainer": {}}
     assert config_hash({**base, "tf32": False}) == config_hash(base)  # earlier run ids stay valid

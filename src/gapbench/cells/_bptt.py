@@ -40,7 +40,7 @@ def _onednn_ok() -> bool:
 
 
 ONEDNN = _onednn_ok()
-USE_ONEDNN = True  # switch for measurements (gapbench.bench --no-onednn)
+USE_ONEDNN = True  # switch for measurements (gapbench.perf.bench --no-onednn)
 
 
 def _use_onednn(t: torch.Tensor) -> bool:

@@ -29,8 +29,8 @@ Cost hooks (classmethods, so they run before anything is allocated):
 * `activation_bytes(batch, seq_len, hidden_size, bytes_per_value=4, **options)`: memory kept for
   the backward pass of one layer; the memory check of `validate.check_config` uses it.
 * `matmul_flops(batch, seq_len, input_size, hidden_size, **options)`: matmul FLOPs of one
-  forward + backward pass of one layer (backward = 2 x forward); `gapbench.bench` reports GFLOP/s from it.
-* `bench_runs()`: the option sets `gapbench.bench` measures side by side (default: the defaults only;
+  forward + backward pass of one layer (backward = 2 x forward); `gapbench.perf.bench` reports GFLOP/s from it.
+* `bench_runs()`: the option sets `gapbench.perf.bench` measures side by side (default: the defaults only;
   e.g. the scan cells add their sequential loop, Greff's LSTM one run per variant).
 
 The recurrent defaults of both hooks read two class attributes: `matmul_blocks = (input, recurrent)`,

@@ -153,7 +153,7 @@ def check_config(cfg: DictConfig | dict) -> None:
 
 
 def _check_optim(cfg: DictConfig, task_cls) -> None:
-    from gapbench import optim
+    from gapbench.train import optim
 
     try:
         optim.check(dict(cfg.optim))

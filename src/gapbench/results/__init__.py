@@ -130,10 +130,3 @@ def flatten(cfg: dict, prefix: str = "cfg.") -> dict[str, Any]:
             out[f"{prefix}{key}"] = value if not isinstance(value, (list, tuple)) else json.dumps(value)
     return out
 
-
-if __name__ == "__main__":  # python -m gapbench.results ls|show|export|compare (gapbench/results_cli.py)
-    import sys
-
-    from gapbench.results_cli import main
-
-    sys.exit(main())

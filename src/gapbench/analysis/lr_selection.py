@@ -1,6 +1,6 @@
 """Each model's learning rate, selected on the validation split of a learning-rate sweep.
 
-    python -m gapbench.lr_selection --sweep reference_adding_lr --out reference/horizons/adding_lr.json
+    python -m gapbench.analysis.lr_selection --sweep reference_adding_lr --out reference/horizons/adding_lr.json
 
 The sweep runs every model at several `optim.lr` values on some seeds (e.g. experiment=
 reference_adding_lr). For each model the rate with the best mean validation score (`val_score`: the
@@ -99,9 +99,9 @@ def read(path: str | Path) -> dict[str, Any]:
                 for c in sel["cells"].values()):
             raise ValueError("no 'cells' with a positive 'selected' rate")
     except FileNotFoundError:
-        raise SelectionError(f"no learning-rate selection file at {p} (write one with python -m gapbench.lr_selection)")
+        raise SelectionError(f"no learning-rate selection file at {p} (write one with python -m gapbench.analysis.lr_selection)")
     except (ValueError, AttributeError, UnicodeDecodeError, OSError) as e:
-        raise SelectionError(f"{p} is not a learning-rate selection (python -m gapbench.lr_selection): {e}")
+        raise SelectionError(f"{p} is not a learning-rate selection (python -m gapbench.analysis.lr_selection): {e}")
     return sel
 
 
@@ -120,7 +120,7 @@ def table(sel: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gapbench.lr_selection", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gapbench.analysis.lr_selection", description=__doc__.split("\n")[0])
     p.add_argument("--results", default="results", metavar="DIR", help="results store (default: results)")
     p.add_argument("--sweep", required=True, metavar="ID", help="the learning-rate sweep's sweep_id")
     p.add_argument("--out", required=True, metavar="FILE", help="selection file to write (JSON)")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     out.with_suffix(".md").write_text(
         f"# Learning rates selected on validation: sweep `{sel['sweep']}`, task `{sel['task']}`\n\n"
         f"Rule: {sel['rule']}; seeds {', '.join(map(str, sel['seeds']))}; gap(s) "
-        f"{', '.join(map(str, sel['gaps']))}; {sel['max_steps']} steps. Written by `python -m gapbench.lr_selection`.\n\n"
+        f"{', '.join(map(str, sel['gaps']))}; {sel['max_steps']} steps. Written by `python -m gapbench.analysis.lr_selection`.\n\n"
         + table(sel) + "\n", encoding="utf-8")
     print(table(sel))
     edge = [c for c, v in sel["cells"].items() if v["at_edge"]]

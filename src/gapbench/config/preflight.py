@@ -24,7 +24,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gapbench.tasks import TaskError
-from gapbench.validate import ConfigError, check_config, plain
+from gapbench.config.validate import ConfigError, check_config, plain
 
 GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
 MAX_CHECKED = 2000  # _expand: the first jobs of a sweep, for per-job measurements
@@ -39,7 +39,7 @@ def _choices(group: str) -> list[str]:
 
 def _expand(overrides: list[str]) -> list[list[str]]:
     """Every job of a sweep as its override list (the full product, at most MAX_CHECKED): for
-    callers that need each job (gapbench.overhead's per-job timings), not for checking."""
+    callers that need each job (gapbench.perf.overhead's per-job timings), not for checking."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     per_key = [[f"{o.get_key_element()}={v}" for v in _values(o)] if o.is_sweep_override() else [o.input_line]
                for o in parsed]

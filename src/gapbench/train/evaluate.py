@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning.pytorch as L
 
-from gapbench.validate import ConfigError
+from gapbench.config.validate import ConfigError
 
 log = logging.getLogger("gapbench")
 CONFIG_KEY = "gapbench_config"
@@ -37,8 +37,8 @@ def load(ckpt_path: str | Path):
     import torch
     from omegaconf import OmegaConf
 
-    from gapbench.job import make_model, make_task
-    from gapbench.lightning_module import GapModule
+    from gapbench.train.job import make_model, make_task
+    from gapbench.train.lightning_module import GapModule
 
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
@@ -58,7 +58,7 @@ def evaluate(ckpt_path: str | Path, threads: int | None = None) -> dict[str, Any
     """Test metrics of a checkpoint: {'run_id', 'step', 'score_name', 'score', 'test/<metric>': ...}."""
     import torch
 
-    from gapbench.lightning_module import TaskData
+    from gapbench.train.lightning_module import TaskData
 
     cfg, module, task, step = load(ckpt_path)
     if threads:
@@ -80,7 +80,7 @@ def run_eval(cfg) -> dict[str, Any]:
     from hydra.utils import to_absolute_path
 
     from gapbench import results
-    from gapbench.job import _threads
+    from gapbench.train.job import _threads
 
     if not cfg.ckpt_path:
         raise ConfigError("eval_only=true needs ckpt_path=...; e.g. ckpt_path=results/jobs/RUN_ID/last.ckpt")

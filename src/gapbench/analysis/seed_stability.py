@@ -16,8 +16,8 @@ seeds make it pass, at a price. This module says both, from the rows a horizon s
 * **cost**: per model, the measured job time per seed in the sweep, so that the seed count a
   stability target needs can be priced before it runs.
 
-    python -m gapbench.seed_stability --results reference/horizons --sweep reference_adding
-    python -m gapbench.seed_stability --results reference/horizons --sweep reference_copy --seeds 5,10,20
+    python -m gapbench.analysis.seed_stability --results reference/horizons --sweep reference_adding
+    python -m gapbench.analysis.seed_stability --results reference/horizons --sweep reference_copy --seeds 5,10,20
 
 Worked example (tests/test_seed_stability.py runs it): five seeds with horizons 12, 24, 34, 95 and
 130, searched from gap 20 (grow 2, factor 1.5, gaps 2 to 320), end in the brackets [10, 14),
@@ -37,8 +37,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from gapbench import stats
-from gapbench.horizon_search import HorizonSearch
+from gapbench.analysis import stats
+from gapbench.sweep.horizon_search import HorizonSearch
 
 MAX_MOVE = 1.5  # the reference's stability criterion (issue 11)
 
@@ -154,7 +154,7 @@ def table(df: pd.DataFrame, search: dict, seeds: Iterable[int], draws: int = 200
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gapbench.seed_stability", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gapbench.analysis.seed_stability", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default: results)")
     p.add_argument("--sweep", action="append", required=True, help="a horizon sweep's sweep_id (repeatable)")
     p.add_argument("--seeds", default="5,10,20,40", help="seed counts to simulate (default: 5,10,20,40)")

@@ -8,7 +8,7 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from gapbench import optim
+from gapbench.train import optim
 from gapbench.tasks.base import Task
 
 
@@ -47,7 +47,7 @@ class GapModule(L.LightningModule):
         super().__init__()
         self.task, self.model = task, model
         self.lr, self.weight_decay = lr, weight_decay
-        self.optim = {**(optim or {}), "lr": lr, "weight_decay": weight_decay}  # name and schedule: gapbench.optim
+        self.optim = {**(optim or {}), "lr": lr, "weight_decay": weight_decay}  # name and schedule: gapbench.train.optim
         self._eval_outputs: list[dict] = []
         self.test_metrics: dict[str, float] = {}
         self.val_metrics: dict[str, float] = {}  # the latest validation, kept for the run's row

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 EXTRA_GROUPS = {"hydra/launcher": "how a sweep's jobs run: one after another, in parallel processes, on SLURM",
                 "hydra/sweeper": "which jobs a sweep runs: the whole grid (basic), or horizon (an adaptive search for each cell's memory horizon)"}
 GROUP_MEANING = {

@@ -20,17 +20,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, continuation, jobstate, results, sweep_progress, tasks
-from gapbench.evaluate import ConfigInCheckpoint
-from gapbench.measurement import not_a_measurement
-from gapbench.conditions import condition_id
-from gapbench.lightning_module import Diverged, GapModule, TaskData
-from gapbench.probe import GradientProbe
-from gapbench.progress import StepProgressBar
-from gapbench.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
-from gapbench.stopping import StopWhenSolved
+from gapbench import cells, results, tasks
+from gapbench.train import continuation, jobstate
+from gapbench.sweep import progress as sweep_progress
+from gapbench.train.evaluate import ConfigInCheckpoint
+from gapbench.train.measurement import not_a_measurement
+from gapbench.config.conditions import condition_id
+from gapbench.train.lightning_module import Diverged, GapModule, TaskData
+from gapbench.train.probe import GradientProbe
+from gapbench.train.progress import StepProgressBar
+from gapbench.train.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
+from gapbench.train.stopping import StopWhenSolved
 from gapbench.tasks import Task, build_task
-from gapbench.validate import ConfigError, check_config
+from gapbench.config.validate import ConfigError, check_config
 
 log = logging.getLogger("gapbench")
 # Lightning advertises its cloud logger on every Trainer: one line of noise per job in a sweep.
