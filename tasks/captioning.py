@@ -116,7 +116,7 @@ class Captioning(Task):
     name = "captioning"
     score_name = "word_acc"
     higher_is_better = True
-    gap_meaning = "the longest caption in words (K digits per image, K uniform on 1..gap, then <eos>)"
+    gap_meaning = "the longest caption in words (K digits per image, K uniform on 1..gap, then the end token)"
     title = "Digit captioning"
     score_title = "word accuracy"
     solved_text = "word accuracy ≥ 0.9"
