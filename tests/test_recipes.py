@@ -5,6 +5,7 @@ import glob
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -124,3 +125,44 @@ def test_committed_reference_rows_keep_their_run_ids(key, path):
         new = make_cfg(f"experiment=reference_{task}", "results_dir=reference/horizons", f"cell={model}",
                        f"gap={row['gap']}", f"seed={row['seed']}", f"optim.lr={row['cfg.optim.lr']}")
         assert job_run_id(new) != row["run_id"], "the new recipe is a new condition"
+
+
+# MQAR: HazyResearch/zoology zoology/data/multiquery_ar.py (commit d88d6f5): gaps = np.random.choice(space,
+# size=num_kv_pairs, replace=False, p=p) with p ∝ a (s+1)^(a-1); the i-th key is put at query offset 2 gaps[i]
+def zoology_query_region(keys: np.ndarray, gaps: np.ndarray, region: int) -> np.ndarray:
+    """The reference's query region for one example, written out: key i at offset 2 gaps[i], 0 elsewhere."""
+    queries = np.zeros(region + 1, dtype=np.int64)
+    for key, slot in zip(keys, gaps):
+        queries[2 * slot] = key
+    return queries[:region]
+
+
+def test_assoc_recall_places_the_ith_key_at_the_ith_power_law_draw_as_zoology():
+    from gapbench.tasks.assoc_recall import zoology_positions
+
+    D, gap = 4, 16
+    keys = np.array([11, 12, 13, 14])
+    for gaps in ([3, 0, 7, 1], [0, 1, 2, 3], [7, 6, 5, 4]):
+        gaps = np.array(gaps)
+        pos, pair = zoology_positions(torch.tensor(gaps)[None], D)
+        ours = np.zeros(2 * D + gap, dtype=np.int64)
+        ours[pos[0].numpy()] = keys[pair[0].numpy()]
+        assert (ours[2 * D:] == zoology_query_region(keys, gaps, gap)).all()
+
+
+def test_assoc_recall_distances_follow_zoologys_distribution():
+    """Zoology's generator (sequential draws without replacement, numpy) against gapbench's, at gap 64, D 8:
+    P(distance <= 4) = 1.7% both (a random key-to-slot pairing: 4.2%) and the same mean slot per key."""
+    from gapbench.tasks.assoc_recall import assoc_recall_batch
+    from gapbench.tasks.base import seeded_generator
+
+    D, gap, a, n = 8, 64, 0.01, 4000
+    space = gap // 2
+    p = a * np.arange(1, space + 1) ** (a - 1)
+    rng = np.random.RandomState(0)
+    ref = np.stack([rng.choice(space, size=D, replace=False, p=p / p.sum()) for _ in range(n)])
+    _, pos, _ = assoc_recall_batch(n, gap, D, 64, seeded_generator(0, 1))
+    ours = ((pos - 2 * D) // 2).numpy()
+    distance = lambda slots: 2 * D - 2 * np.arange(D) + 2 * slots  # key i sits at 2i
+    assert abs((distance(ours) <= 4).mean() - (distance(ref) <= 4).mean()) < 0.006
+    assert np.abs(ours.mean(0) - ref.mean(0)).max() < 0.8, (ours.mean(0), ref.mean(0))
