@@ -103,66 +103,29 @@ def test_indrnn_adding_experiment_is_the_authors_setting():
 
 
 def committed_rows():
-    """One committed reference row per task and model: (task, model, run file)."""
+    """One committed reference row per sweep and model: ((sweep, model), run file)."""
     out = {}
     for f in sorted(glob.glob(str(ROOT / "reference" / "horizons" / "runs" / "*.json"))):
-        task, model = Path(f).name.split("-")[:2]
-        out.setdefault((task, model), f)
+        row = json.loads(Path(f).read_text())
+        out.setdefault((row["sweep_id"], row["cell"]), f)
     return sorted(out.items())
+
+
+# the overrides that spell out a model's recipe before issue 27, for rows stored before it
+OLD_RECIPE = {"exprnn": ("cell.recipe", ["cell.recipe=none"]),
+              "indrnn": ("cell.recurrent_init", ["cell.recurrent_init=uniform01", "cell.layers=1"])}
 
 
 @pytest.mark.parametrize("key, path", committed_rows(), ids=lambda v: "-".join(v) if isinstance(v, tuple) else "")
 def test_committed_reference_rows_keep_their_run_ids(key, path):
-    """Rows of models whose recipe did not change have the run id their config gives today; expRNN's
-    and IndRNN's rows are the id of their old recipe, spelled out (recipe=none, recurrent_init=uniform01)."""
-    task, model = key
+    """Every committed row has the run id its config gives today; a row of expRNN or IndRNN stored
+    before their recipes changed has the id of the old recipe spelled out, and the default's id differs."""
+    model = key[1]
     row = json.loads(Path(path).read_text())
-    old = {"exprnn": ["cell.recipe=none"], "indrnn": ["cell.recurrent_init=uniform01"]}.get(model, [])
-    cfg = make_cfg(f"experiment=reference_{task}", "results_dir=reference/horizons", f"cell={model}",
-                   f"gap={row['gap']}", f"seed={row['seed']}", f"optim.lr={row['cfg.optim.lr']}", *old)
-    assert job_run_id(cfg) == row["run_id"]
+    recipe_key, old_recipe = OLD_RECIPE.get(model, (None, []))
+    old = old_recipe if recipe_key and f"cfg.{recipe_key}" not in row else []
+    args = (f"experiment={row['sweep_id']}", "results_dir=reference/horizons", f"cell={model}", f"gap={row['gap']}",
+            f"seed={row['seed']}", f"optim.lr={row['cfg.optim.lr']}")
+    assert job_run_id(make_cfg(*args, *old)) == row["run_id"]
     if old:
-        new = make_cfg(f"experiment=reference_{task}", "results_dir=reference/horizons", f"cell={model}",
-                       f"gap={row['gap']}", f"seed={row['seed']}", f"optim.lr={row['cfg.optim.lr']}")
-        assert job_run_id(new) != row["run_id"], "the new recipe is a new condition"
-
-
-# MQAR: HazyResearch/zoology zoology/data/multiquery_ar.py (commit d88d6f5): gaps = np.random.choice(space,
-# size=num_kv_pairs, replace=False, p=p) with p ∝ a (s+1)^(a-1); the i-th key is put at query offset 2 gaps[i]
-def zoology_query_region(keys: np.ndarray, gaps: np.ndarray, region: int) -> np.ndarray:
-    """The reference's query region for one example, written out: key i at offset 2 gaps[i], 0 elsewhere."""
-    queries = np.zeros(region + 1, dtype=np.int64)
-    for key, slot in zip(keys, gaps):
-        queries[2 * slot] = key
-    return queries[:region]
-
-
-def test_assoc_recall_places_the_ith_key_at_the_ith_power_law_draw_as_zoology():
-    from gapbench.tasks.assoc_recall import zoology_positions
-
-    D, gap = 4, 16
-    keys = np.array([11, 12, 13, 14])
-    for gaps in ([3, 0, 7, 1], [0, 1, 2, 3], [7, 6, 5, 4]):
-        gaps = np.array(gaps)
-        pos, pair = zoology_positions(torch.tensor(gaps)[None], D)
-        ours = np.zeros(2 * D + gap, dtype=np.int64)
-        ours[pos[0].numpy()] = keys[pair[0].numpy()]
-        assert (ours[2 * D:] == zoology_query_region(keys, gaps, gap)).all()
-
-
-def test_assoc_recall_distances_follow_zoologys_distribution():
-    """Zoology's generator (sequential draws without replacement, numpy) against gapbench's, at gap 64, D 8:
-    P(distance <= 4) = 1.7% both (a random key-to-slot pairing: 4.2%) and the same mean slot per key."""
-    from gapbench.tasks.assoc_recall import assoc_recall_batch
-    from gapbench.tasks.base import seeded_generator
-
-    D, gap, a, n = 8, 64, 0.01, 4000
-    space = gap // 2
-    p = a * np.arange(1, space + 1) ** (a - 1)
-    rng = np.random.RandomState(0)
-    ref = np.stack([rng.choice(space, size=D, replace=False, p=p / p.sum()) for _ in range(n)])
-    _, pos, _ = assoc_recall_batch(n, gap, D, 64, seeded_generator(0, 1))
-    ours = ((pos - 2 * D) // 2).numpy()
-    distance = lambda slots: 2 * D - 2 * np.arange(D) + 2 * slots  # key i sits at 2i
-    assert abs((distance(ours) <= 4).mean() - (distance(ref) <= 4).mean()) < 0.006
-    assert np.abs(ours.mean(0) - ref.mean(0)).max() < 0.8, (ours.mean(0), ref.mean(0))
+        assert job_run_id(make_cfg(*args)) != row["run_id"], "the new recipe is a new condition"

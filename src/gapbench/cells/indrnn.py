@@ -18,8 +18,9 @@ Initialisation (`recurrent_init`), with b = max_gain^(1/T):
   all"), and a single layer is the last. The layer's place reaches it as `last_layer` from
   cells.build.
 * "uniform01": u ~ U(0, 1) in every layer (IndRNN_onlyrecurrent.py's default; gapbench before issue 27).
-Then W ~ N(0, 0.001^2) (adding.py's in2hidW), b = 0. Two layers of 128 units is the authors' adding
-setting: experiment=indrnn_adding. `step` is one step of the same equations; forward projects all
+Then W ~ N(0, 0.001^2) (adding.py's in2hidW), b = 0. The config stacks two layers by default
+(cell.layers=2, the authors' adding depth); two layers of 128 units with their rate and batch is
+experiment=indrnn_adding. `step` is one step of the same equations; forward projects all
 inputs with one matmul and loops over time (elementwise only), differentiated by autograd.
 """
 from __future__ import annotations
