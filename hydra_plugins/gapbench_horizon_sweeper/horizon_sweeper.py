@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -31,10 +31,13 @@ from gapbench.sweep.horizon_search import HorizonSearch
 HORIZONS = "horizons"
 
 
+class Refusal(ValueError):
+    """Bad input to the sweeper: `run.py`'s preflight prints it as one line and exits 2 before Hydra
+    writes anything (HorizonSweeper.check); the sweep itself refuses the same way if started otherwise."""
+
+
 def _refuse(message: str) -> None:
-    """Bad input: one line, exit 2, nothing written (the checks run before the first job)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    raise Refusal(message)
 
 
 def _key(override: str) -> str:
@@ -71,11 +74,14 @@ def _earlier_searches(path: Path, labels: set[str]) -> list[dict[str, Any]]:
     (e.g. seeds 0-4 when the sweep is extended with seeds 5-9): the file keeps them."""
     try:
         old = json.loads(path.read_text())
+        searches = old.get("searches", [])
+        if not isinstance(searches, list) or not all(isinstance(s, dict) for s in searches):
+            raise ValueError("'searches' is not a list of searches")
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, AttributeError) as e:
         _refuse(f"cannot read the earlier horizons of this sweep in {path} ({e}); move it away or fix it")
-    return [s for s in old.get("searches", []) if s.get("label") not in labels]
+    return [s for s in searches if s.get("label") not in labels]
 
 
 class HorizonSweeper(Sweeper):
@@ -97,8 +103,36 @@ class HorizonSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     # -- the searches: one per combination of the swept keys ---------------------------------------
-    def _combinations(self, arguments: List[str]) -> tuple[list[list[str]], list[str]]:
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+    def check(self, arguments: List[str], compose: Callable[[List[str]], DictConfig], results_dir: str,
+              sweep_id: Optional[str], config_loader=None) -> None:
+        """Every refusal of `sweep`, before Hydra starts (run.py's preflight): raises Refusal.
+        `compose(overrides)` is one job's config."""
+        self._plan(arguments, compose, config_loader)
+        if sweep_id:
+            _earlier_searches(self._out(results_dir, sweep_id), set())
+
+    def _plan(self, arguments: List[str], compose, config_loader) -> tuple[list[dict], list[str]]:
+        combos, swept = self._combinations(arguments, config_loader)
+        searches, selection = [], self._selection()
+        for combo in combos:
+            search, task_cls, names = self._search_for(compose(combo))
+            combo = combo + self._selected_lr(selection, combo, names)
+            label = " ".join(o for o in combo if _key(o) in swept) or "all"
+            searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
+                             "search": search, "task": task_cls, "names": names, "runs": {}})
+        return searches, combos
+
+    @staticmethod
+    def _out(results_dir: str, sweep_id: str) -> Path:
+        from gapbench.paths import name_problem
+
+        problem = name_problem("sweep_id", sweep_id)
+        if problem:
+            _refuse(problem)
+        return Path(str(results_dir)).expanduser() / HORIZONS / f"{sweep_id}.json"
+
+    def _combinations(self, arguments: List[str], config_loader=None) -> tuple[list[list[str]], list[str]]:
+        parser = OverridesParser.create(config_loader=config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         for o in overrides:
             if o.get_key_element().lstrip("+~") == "gap" and o.is_sweep_override():
@@ -106,10 +140,9 @@ class HorizonSweeper(Sweeper):
         swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
         return BasicSweeper.split_arguments(overrides, None)[0], swept
 
-    def _search_for(self, combo: list[str]) -> tuple[HorizonSearch, type, dict[str, Any]]:
+    def _search_for(self, cfg: DictConfig) -> tuple[HorizonSearch, type, dict[str, Any]]:
         from gapbench import tasks  # imports torch: not at module level, Hydra loads this plugin for `--help`
 
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, combo)
         task_cls = tasks.task_class(cfg.task.name)
         if not getattr(task_cls, "continuous_gap", True):
             _refuse(f"task {task_cls.name} has no continuous gap ({task_cls.gap_meaning}); the horizon sweeper "
@@ -168,20 +201,17 @@ class HorizonSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        combos, swept = self._combinations(arguments)
-        extra = [] if any(_key(o) == "stop_when_solved" for c in combos for o in c) else ["stop_when_solved=true"]
-        searches, selection = [], self._selection()
-        for combo in combos:
-            search, task_cls, names = self._search_for(combo)
-            combo = combo + self._selected_lr(selection, combo, names)
-            label = " ".join(o for o in combo if _key(o) in swept) or "all"
-            searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
-                             "search": search, "task": task_cls, "names": names, "runs": {}})
-
+        loader = self.hydra_context.config_loader
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_id = str(self.config.get("sweep_id") or sweep_dir.name)
-        out = Path(str(self.config.results_dir)).expanduser() / HORIZONS / f"{sweep_id}.json"
-        earlier = _earlier_searches(out, {s["label"] for s in searches})
+        try:
+            searches, combos = self._plan(arguments, lambda combo: loader.load_sweep_config(self.config, combo), loader)
+            out = self._out(self.config.results_dir, sweep_id)
+            earlier = _earlier_searches(out, {s["label"] for s in searches})
+        except Refusal as e:  # run.py's preflight refuses these before Hydra starts; here for other entry points
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        extra = [] if any(_key(o) == "stop_when_solved" for c in combos for o in c) else ["stop_when_solved=true"]
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         if earlier:

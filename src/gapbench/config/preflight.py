@@ -26,7 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 from gapbench.tasks import TaskError
 from gapbench.config.validate import ConfigError, check_config, plain
 
-GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
+GROUPS = ("cell", "task", "logger", "trainer", "experiment", "debug", "hydra/launcher", "hydra/sweeper")
+OPTIONAL_GROUPS = ("experiment", "debug")  # `optional ...: null` in conf/config.yaml's defaults
+SAMPLING_SWEEPS_OK = ("basic", "horizon")  # sweepers that enumerate values: interval(...) means nothing to them
+HYDRA_ADDABLE = ("hydra.launcher.", "hydra.sweeper.params.", "hydra.job.env_set.")  # +hydra.* keys gapbench passes on
 MAX_CHECKED = 2000  # _expand: the first jobs of a sweep, for per-job measurements
 MAX_GROUP_COMBINATIONS = 64  # beyond this, group choices too are varied one at a time
 ADDABLE = ("cell", "task", "trainer")  # +KEY=... is refused unless a cell, task or Lightning's Trainer reads KEY
@@ -49,6 +52,8 @@ def _expand(overrides: list[str]) -> list[list[str]]:
 def _values(o) -> list[str]:
     if not o.is_sweep_override():
         return [o.get_value_element_as_str()]
+    if o.is_interval_sweep():  # for a sampling sweeper (Optuna, ...): its two ends are checked
+        return [str(o.value().start), str(o.value().end)]
     if GlobalHydra.instance().is_initialized():
         o.config_loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options
     return list(o.sweep_string_iterator())
@@ -102,6 +107,64 @@ def _unknown_addition(o) -> str | None:
             f"or trainer (Lightning Trainer arguments); see `python run.py --help`")
 
 
+def _hydra_key_problem(o) -> str | None:
+    """+hydra.* keys outside a launcher's or sweeper's parameters, and any `_target_` under hydra:
+    code for Hydra to instantiate, which gapbench never asks the command line for."""
+    key = o.get_key_element()
+    name = key.lstrip("+~")
+    if not name.startswith("hydra."):
+        return None
+    if name.split(".")[-1] == "_target_":
+        return (f"{key}: gapbench does not take code for Hydra to run from the command line (a _target_); choose "
+                f"a launcher or sweeper with hydra/launcher=... or hydra/sweeper=...")
+    if key.startswith("+") and not name.startswith(HYDRA_ADDABLE):
+        return (f"+{name} is not a Hydra key gapbench uses; new hydra keys can be added only under "
+                f"{', '.join(k + '*' for k in HYDRA_ADDABLE)}")
+    return None
+
+
+def _sweep_problem(o, multirun: bool, sweeper: str) -> str | None:
+    """A sweep written without -m, one that sweeps no value, or an interval for an enumerating sweeper."""
+    if not o.is_sweep_override():
+        return None
+    key = o.get_key_element().lstrip("+~")
+    if not multirun:
+        return (f"{o.input_line} is a sweep (one job per value); run it with -m: "
+                f"python run.py -m {o.input_line} ...")
+    if o.is_interval_sweep():
+        if sweeper in SAMPLING_SWEEPS_OK:
+            return (f"{o.input_line} is an interval, which only a sampling sweeper (e.g. Optuna) draws from; the "
+                    f"{sweeper} sweeper needs values: {key}=range(START,STOP) or {key}=A,B,C")
+        return None
+    if not _values(o):
+        valid = f"; valid: {', '.join(_choices(key))}" if key in GROUPS else ""
+        return f"{o.input_line} sweeps no value (an empty sweep){valid}"
+    return None
+
+
+def _null_group(group: str) -> str:
+    valid = ", ".join(_choices(group))
+    name = group.replace("hydra/", "")
+    if group in OPTIONAL_GROUPS:
+        return f"{group}=null is not a choice: leave {group} out for none (it is optional); valid: {valid}"
+    return f"{group}=null is not a choice: every job needs a {name}; valid: {valid}"
+
+
+def _sweep_of(hydra_cfg, parsed) -> str | None:
+    """An experiment that sweeps (hydra.sweeper.params) run without -m: what to say."""
+    params = hydra_cfg.sweeper.get("params") or {}
+    if not params:
+        return None
+    experiment = next((o.get_value_element_as_str() for o in parsed
+                       if o.get_key_element().lstrip("+") == "experiment"), "this experiment")
+    swept = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    counts = [len(list(o.sweep_string_iterator())) if o.is_discrete_sweep() else None for o in swept
+              if o.is_sweep_override()]
+    jobs = f"{math.prod(counts)} jobs" if counts and None not in counts else "several jobs"
+    return (f"experiment={experiment} is a sweep ({jobs} over {', '.join(params)}); run it with -m: "
+            f"python run.py -m experiment={experiment} ...")
+
+
 def _covering_jobs(ours: list[str]):
     """(overrides composed by Hydra, [(parsed value overrides to apply on top)]) pairs."""
     parsed = OverridesParser.create().parse_overrides(ours)
@@ -149,19 +212,27 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     except HydraException as e:
         return f"cannot parse the command line: {str(e).splitlines()[0]}"
     ours = [o.input_line for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
+    arguments = list(ours)  # what Hydra hands the sweeper
     for o in parsed:
-        problem = _unknown_addition(o)
+        problem = _unknown_addition(o) or _hydra_key_problem(o)
         if problem:
             return problem
+    multirun = "-m" in argv or "--multirun" in argv
+    sweeper = next((o.get_value_element_as_str() for o in parsed
+                    if o.get_key_element().lstrip("+") == "hydra/sweeper"), "basic")
     with initialize_config_dir(config_dir=str(Path(conf_dir).absolute()), version_base="1.3"):
         for o in parsed:
+            problem = _sweep_problem(o, multirun, sweeper)
+            if problem:
+                return problem
             group = o.get_key_element().lstrip("+~")
             if group in GROUPS and not o.is_delete():
                 valid = _choices(group)
                 for v in _values(o):
-                    if v not in valid and v != "null":
+                    if v == "null":
+                        return _null_group(group)
+                    if v not in valid:
                         return f"unknown {group.replace('hydra/', '')} '{v}'; valid: {', '.join(valid)}"
-        multirun = "-m" in argv or "--multirun" in argv
         first = [f"{o.get_key_element()}={_values(o)[0]}" for o in parsed]
         try:
             with_hydra = compose(config_name="config", overrides=first, return_hydra_config=True)
@@ -171,6 +242,8 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
             return str(e)
         except (HydraException, OmegaConfBaseException) as e:
             return _hydra_error_line(e)
+        if not multirun and _sweep_of(hydra_cfg, parsed):
+            return _sweep_of(hydra_cfg, parsed)
         if multirun:  # sweeps declared in config (experiment files' hydra.sweeper.params) count too
             params = hydra_cfg.sweeper.get("params") or {}
             given = {o.get_key_element().lstrip("+~") for o in parsed}
@@ -212,6 +285,25 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                     return str(e)
                 except (HydraException, OmegaConfBaseException) as e:
                     return _hydra_error_line(e)
+        if multirun and str(hydra_cfg.sweeper.get("_target_", "")).endswith("HorizonSweeper"):
+            return _horizon_problem(hydra_cfg, arguments, with_hydra)
+    return None
+
+
+def _horizon_problem(hydra_cfg, arguments: list[str], cfg) -> str | None:
+    """hydra/sweeper=horizon's own refusals, before Hydra prints its sweep line or writes sweep.json."""
+    from hydra_plugins.gapbench_horizon_sweeper.horizon_sweeper import HorizonSweeper, Refusal
+
+    params = {k: v for k, v in OmegaConf.to_container(hydra_cfg.sweeper, resolve=True).items() if k != "_target_"}
+    try:
+        HorizonSweeper(**params).check(arguments, lambda combo: compose(config_name="config", overrides=combo),
+                                       cfg.results_dir, cfg.get("sweep_id"), GlobalHydra.instance().config_loader())
+    except Refusal as e:
+        return str(e)
+    except (ConfigError, TaskError) as e:
+        return str(e)
+    except (HydraException, OmegaConfBaseException) as e:
+        return _hydra_error_line(e)
     return None
 
 

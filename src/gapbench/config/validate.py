@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells
+from gapbench import cells, paths
 from gapbench import tasks
 from gapbench.train.optim import RECIPES
 
@@ -59,18 +59,46 @@ def _choice(name: str, value: Any, valid) -> None:
 
 
 def _writable_dir(results_dir: Any) -> None:
+    """results_dir and every folder a job writes in it: tried by creating a file (gapbench.paths)."""
     if not isinstance(results_dir, str) or not results_dir.strip():
         raise ConfigError(f"results_dir={results_dir!r} is not a path; give a writable directory, e.g. results_dir=results")
-    path = Path(results_dir).expanduser().absolute()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"results_dir={results_dir} is not a directory; give a writable directory")
-        if not os.access(path, os.W_OK | os.X_OK | os.R_OK):
-            raise ConfigError(f"results_dir={results_dir} is not readable and writable; give a writable directory")
-        return
-    parent = next(p for p in path.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"results_dir={results_dir} cannot be created ({parent} is not writable); give a writable directory")
+    base = Path(results_dir).expanduser()
+    for folder in [base, *(base / sub for sub in JOB_FOLDERS)]:
+        if folder is base or folder.exists() or folder.is_symlink():
+            problem = paths.folder_problem(folder, f"results_dir={results_dir}" if folder is base else f"{folder}")
+            if problem:
+                raise ConfigError(f"{problem}; give a writable directory")
+
+
+JOB_FOLDERS = ("runs", "jobs", "curves", "hydra", "wandb", "horizons", "csv")  # what a job writes under results_dir
+
+
+def _check_disk(results_dir: str, params: int) -> None:
+    """Room for a checkpoint while it is saved (the new one, the last and the previous: 3 copies) plus a margin."""
+    need = 3 * CHECKPOINT_BYTES_PER_PARAMETER * params
+    problem = paths.space_problem(Path(results_dir).expanduser(), need, "results_dir")
+    if problem:
+        raise ConfigError(problem)
+
+
+CHECKPOINT_BYTES_PER_PARAMETER = 12  # float32 weights and Adam's two moments
+
+
+# keys gapbench reads in every job: deleting one (`~key`) leaves the job nothing to run with
+REQUIRED = ("gap", "seed", "results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "verbose",
+            "eval_only", "probe.at", "optim.name", "optim.lr", "optim.weight_decay", "wandb.mode", "wandb.project",
+            "wandb.entity", "cell.name", "cell.hidden_size", "task.name", "task.batch_size", "trainer.max_steps",
+            "trainer.accelerator", "logger.name")
+
+
+def check_required(cfg: dict) -> None:
+    for key in REQUIRED:
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{key} is missing from the config (a ~ override deleted it); every job reads it: "
+                                  f"set a value instead, e.g. {key}=..., see `python run.py --help`")
+            node = node[part]
 
 
 class _Attrs(dict):
@@ -96,6 +124,7 @@ def plain(cfg) -> _Attrs:
 def check_config(cfg: DictConfig | dict) -> None:
     """Static checks: names, types, ranges, paths. Cheap; runs for every job of a sweep before the first starts."""
     cfg = plain(cfg)
+    check_required(cfg)
     _choice("cell", cfg.cell.name, cells.names())
     _choice("task", cfg.task.name, tasks.names())
     _choice("logger", cfg.logger.name, LOGGERS)
@@ -108,8 +137,8 @@ def check_config(cfg: DictConfig | dict) -> None:
     _int("task.batch_size", cfg.task.batch_size, 1)
     _int("trainer.max_steps", cfg.trainer.max_steps, 1)
     _int("checkpoint_every", cfg.checkpoint_every, 1)
-    at = list(cfg.probe.at)
-    if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1 for f in at):
+    at = cfg.probe.at
+    if not isinstance(at, list) or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 1 for f in at):
         raise ConfigError(f"probe.at={at} is invalid; give fractions of trainer.max_steps in [0, 1], e.g. [0.0, 0.5, 1.0], or []")
     if cfg.threads is not None:
         _int("threads", cfg.threads, 1)
@@ -117,6 +146,10 @@ def check_config(cfg: DictConfig | dict) -> None:
         _int("progress", cfg.progress, 1, " (steps between progress-bar redraws), or false for no bar")
     _bool("rerun", cfg.rerun)
     _bool("tf32", cfg.get("tf32", False))
+    if cfg.sweep_id is not None:
+        problem = paths.name_problem("sweep_id", cfg.sweep_id)
+        if problem:
+            raise ConfigError(problem)
     check_optim(cfg.optim)
     check_wandb(cfg.wandb)
     for key in ("verbose", "eval_only"):
@@ -127,6 +160,8 @@ def check_config(cfg: DictConfig | dict) -> None:
                           "job, run its command again with a larger trainer.max_steps")
     if cfg.get("eval_only") and not cfg.get("ckpt_path"):
         raise ConfigError("eval_only=true needs ckpt_path=...; e.g. ckpt_path=results/jobs/RUN_ID/last.ckpt")
+    if cfg.get("eval_only"):
+        check_checkpoint(cfg.ckpt_path)
     stop = cfg.get("stop_when_solved", False)
     if not isinstance(stop, bool) or (stop and task_cls.solved_text is None):
         raise ConfigError(f"stop_when_solved={stop!r} is invalid for task {task_cls.name}: valid: false, or true for a task "
@@ -148,7 +183,9 @@ def check_config(cfg: DictConfig | dict) -> None:
                              cfg.cell.hidden_size, cells.options(cfg.cell))
     check_memory(cfg.task.batch_size, task_cls.steps_for_gap(cfg.gap, **task_opts), cfg.cell.hidden_size,
                  "gpu" if on_gpu else "cpu", cfg.cell.name, cell_opts, params=params or 0)
+    check_eval_memory(cfg.task.name, cfg.gap, task_opts)
     _writable_dir(cfg.results_dir)
+    _check_disk(cfg.results_dir, params or 0)
     if cfg.logger.name == "wandb" and cfg.wandb.mode == "online" and not _wandb_credentials():
         raise ConfigError("wandb.mode=online needs W&B credentials (run `wandb login` or set WANDB_API_KEY); "
                           "or use wandb.mode=offline and `wandb sync` later")
@@ -223,6 +260,53 @@ def check_memory(batch: int, seq_len: int, hidden: int, device: str, cell: str =
             f"({activations / 2**30:.1f} GiB for backpropagation through time, {weights / 2**30:.1f} GiB for "
             f"{params:,} parameters with gradients and Adam state) but {have / 2**30:.1f} GiB is available; "
             "lower cell.hidden_size, task.batch_size or gap")
+
+
+def check_checkpoint(ckpt_path: Any) -> None:
+    """eval_only's checkpoint: a file torch can read that carries a gapbench config."""
+    from gapbench.evaluate import CONFIG_KEY
+
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a file; give a job's checkpoint, e.g. results/jobs/RUN_ID/last.ckpt")
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch cannot load is not a checkpoint to evaluate
+        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
+                          f"{(str(e).strip().splitlines() or [''])[0][:120]})") from None
+    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds no gapbench config (written by an older gapbench, or "
+                          "not by gapbench); evaluate it by running its job's command again")
+
+
+def check_eval_memory(task: str, gap: int, task_opts: dict) -> None:
+    """A synthetic task draws its whole validation and test sets at once: they must fit in memory."""
+    per_example = _example_bytes(json.dumps({"task": task, "gap": gap, "opts": dict(task_opts)}, sort_keys=True, default=str))
+    if not per_example:
+        return
+    cls = tasks.task_class(task)
+    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
+    have = available_memory_bytes()
+    for split in ("test_size", "val_size"):
+        size = task_opts.get(split, defaults.get(split))
+        if isinstance(size, int) and size * per_example > 0.5 * have:
+            raise ConfigError(f"task.{split}={size} needs ~{size * per_example / 2**30:.1f} GiB ({per_example} bytes per "
+                              f"example at gap {gap}) but {have / 2**30:.1f} GiB is available; lower task.{split}")
+
+
+@functools.lru_cache(maxsize=512)
+def _example_bytes(key: str) -> int | None:
+    """Bytes of one drawn example (inputs and targets) of a synthetic task; None for tasks with stored data."""
+    spec = json.loads(key)
+    opts = {k: v for k, v in spec["opts"].items() if k not in ("test_size", "val_size")}
+    task = tasks.build_task(spec["task"], spec["gap"], 0, 1, **opts)
+    if not hasattr(task, "generate"):
+        return None
+    from gapbench.tasks.base import seeded_generator
+
+    return sum(t.element_size() * t.numel() for t in task.generate(1, seeded_generator(0, 0)))
 
 
 @functools.lru_cache(maxsize=512)
@@ -324,6 +408,12 @@ def _val_check_interval(name: str, v: Any) -> None:
 def _max_time(name: str, v: Any) -> None:
     if not (isinstance(v, str) and re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", v)) and not isinstance(v, dict):
         raise ConfigError(f"{name}={v!r} is not a duration; use DD:HH:MM:SS, e.g. 00:01:30:00, or null for no limit")
+    seconds = sum(int(x) * unit for x, unit in zip(v.split(":"), (86400, 3600, 60, 1))) if isinstance(v, str) else \
+        sum(float(x) * {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}.get(k, 1)
+            for k, x in v.items() if isinstance(x, (int, float)))
+    if seconds <= 0:
+        raise ConfigError(f"{name}={v} is no time at all: the job would stop before its first step; "
+                          "give a positive duration, e.g. 00:01:30:00, or null for no limit")
 
 
 def _accelerator(name: str, v: Any) -> None:
@@ -336,6 +426,9 @@ TRAINER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "accelerator": _accelerator,
     "val_check_interval": _optional(_val_check_interval),
     "check_val_every_n_epoch": _optional(lambda n, v: _int(n, v, 1)),
+    "max_epochs": _optional(lambda n, v: _int(n, v, -1, " (-1: no limit)")),
+    "min_epochs": _optional(lambda n, v: _int(n, v, 0)),
+    "min_steps": _optional(lambda n, v: _int(n, v, -1, " (-1: no minimum)")),
     "log_every_n_steps": lambda n, v: _int(n, v, 1),
     "gradient_clip_val": _optional(lambda n, v: _number(n, v, 0)),
     "accumulate_grad_batches": lambda n, v: _int(n, v, 1),
