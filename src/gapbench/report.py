@@ -988,7 +988,7 @@ def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, 
     ]
     lines += [f"- **Note:** {n}." for n in notes]
     if corrupt:
-        lines.append(f"- **Skipped:** {len(corrupt)} corrupt record(s): {', '.join(corrupt[:5])}"
+        lines.append(f"- **Skipped:** {len(corrupt)} unusable record(s) (torn, or missing what a row needs): {', '.join(corrupt[:5])}"
                      + (" …" if len(corrupt) > 5 else ""))
     lines += ["", _budget(df).to_markdown(index=False), "", "## Tasks", ""]
     for task, names in files.items():
@@ -1086,6 +1086,10 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
     if published is not None and len(published):
         put("published.md", published_markdown(published_comparison(df, published), published))
         extra.append("published.md")
+    duplicates = list(runs.attrs.get("duplicates", []))
+    if duplicates:  # a copied row file: read once (gapbench.results)
+        notes = [*notes, f"{len(duplicates)} duplicate row file(s) of runs stored twice, read once: "
+                         f"{', '.join(duplicates[:5])}" + (" …" if len(duplicates) > 5 else "")]
     put("index.md", index_markdown(df, files, command, extra, list(runs.attrs.get("corrupt", [])), notes))
     return written
 
@@ -1215,10 +1219,10 @@ def main(argv: list[str] | None = None) -> int:
     from gapbench.results import load_runs
     runs = load_runs(results_dir)
     if args.sweep:
-        corrupt = runs.attrs.get("corrupt", [])
+        attrs = dict(runs.attrs)
         known = sorted(runs["sweep_id"].dropna().astype(str).unique())
         runs = runs[runs["sweep_id"].astype(str).isin(args.sweep)]
-        runs.attrs["corrupt"] = corrupt
+        runs.attrs.update(attrs)
         if runs.empty:
             return fail(f"no runs of sweep {', '.join(args.sweep)} in {results_dir}; sweeps there: "
                         f"{', '.join(known) or 'none'}")

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from gapbench import results, tasks
+from gapbench.paths import name_problem
 
 
 def grid_gaps(min_gap: int, max_gap: int, factor: float) -> list[int]:
@@ -40,19 +41,35 @@ def grid_gaps(min_gap: int, max_gap: int, factor: float) -> list[int]:
         g = math.floor(gap * factor)
 
 
+class HorizonsError(ValueError):
+    """A horizons file or its rows cannot be used; the message names it."""
+
+
 def sweep_cost(results_dir: Path, sweep: str) -> pd.DataFrame:
-    hz = json.loads((results_dir / "horizons" / f"{sweep}.json").read_text())
-    factor = hz["factor"]
+    path = results_dir / "horizons" / f"{sweep}.json"
     rows = []
-    for s in hz["searches"]:
-        cls = tasks.task_class(s["task"])
-        for t in s["tried"]:
-            run = results.read_run(results_dir, t["run_id"])
-            rows.append({"task": s["task"], "cell": s["cell"], "seed": s["seed"], "bracket": s["bracket"],
-                         "gap": t["gap"], "seq_len": cls.steps_for_gap(t["gap"]), "steps": run["steps"],
-                         "max_steps": run["cfg.trainer.max_steps"], "wall_s": run["wall_s"],
-                         "failed_gap": s["failed_gap"],
-                         "min_gap": max(cls.min_gap, 1)})
+    try:
+        hz = json.loads(path.read_text())
+        factor = hz["factor"]
+        for s in hz["searches"]:
+            cls = tasks.task_class(s["task"])
+            for t in s["tried"]:
+                run = results.read_run(results_dir, t["run_id"])
+                if run is None:
+                    raise HorizonsError(f"{path}: the row of run {t['run_id']} (gap {t['gap']}) is not in "
+                                        f"{results.run_path(results_dir, t['run_id'])}")
+                rows.append({"task": s["task"], "cell": s["cell"], "seed": s["seed"], "bracket": s["bracket"],
+                             "gap": t["gap"], "seq_len": cls.steps_for_gap(t["gap"]), "steps": run["steps"],
+                             "max_steps": run["cfg.trainer.max_steps"], "wall_s": run["wall_s"],
+                             "failed_gap": s["failed_gap"],
+                             "min_gap": max(cls.min_gap, 1)})
+    except HorizonsError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise HorizonsError(f"{path} is not a horizons file of hydra/sweeper=horizon "
+                            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0]})") from None
+    if not rows:
+        raise HorizonsError(f"{path} records no jobs")
     jobs = pd.DataFrame(rows)
     jobs["time_steps"] = jobs["steps"] * jobs["seq_len"]
     jobs["s_per_step"] = jobs["wall_s"] / jobs["steps"]
@@ -111,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", action="append", required=True, help="sweep id of a hydra/sweeper=horizon run")
     args = p.parse_args(argv)
     for sweep in args.sweep:
+        problem = name_problem("--sweep", sweep)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         path = Path(args.results_dir) / "horizons" / f"{sweep}.json"
         if not path.exists():
             print(f"error: no horizon search {path}; give the sweep_id of a hydra/sweeper=horizon run", file=sys.stderr)
             return 2
-        table = sweep_cost(Path(args.results_dir), sweep)
+        try:
+            table = sweep_cost(Path(args.results_dir), sweep)
+        except HorizonsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"## {sweep} ({table['task'].iloc[0]})\n\n{markdown(table)}\n")
     return 0
 

@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sweep", required=True, metavar="ID", help="the learning-rate sweep's sweep_id")
     p.add_argument("--out", required=True, metavar="FILE", help="selection file to write (JSON)")
     args = p.parse_args(argv)
+    from gapbench.paths import output_file_problem
+
+    problem = output_file_problem(args.out, f"--out {args.out}")
+    if problem:  # before the store is read: the selection is never computed only to be lost
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if not (Path(args.results) / results.RUNS).is_dir():
         print(f"error: --results {args.results}: no results store there (no runs/ folder)", file=sys.stderr)
         sys.exit(2)

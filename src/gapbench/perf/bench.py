@@ -333,7 +333,28 @@ def parse_args(argv=None):
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    problem = _args_problem(args)
+    if problem:  # one line, exit 2, before anything is measured
+        print(f"python -m gapbench.bench: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     return args
+
+
+def _args_problem(args) -> str | None:
+    for flag, values, low in (("--batch", [args.batch], 1), ("--hidden", args.hidden, 1), ("--time", args.time, 1),
+                              ("--input-size", [args.input_size], 1), ("--repeats", [args.repeats], 1),
+                              ("--warmup", [args.warmup], 0), ("--threads", [args.threads], 1),
+                              ("--overhead-steps", [args.overhead_steps], 1)):
+        bad = [v for v in values if v is not None and v < low]
+        if bad:
+            return f"{flag} {bad[0]} is out of range; give an integer >= {low}"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return "--device cuda but no CUDA GPU is visible on this machine; use --device cpu"
+    if args.json:
+        from gapbench.paths import output_file_problem
+
+        return output_file_problem(args.json, f"--json {args.json}")
+    return None
 
 
 def main(argv=None):

@@ -2,8 +2,11 @@
 
 One file per run makes appends safe across processes and machines sharing a filesystem: each
 record is written to a temporary file and atomically renamed into place, so a reader sees a
-whole record or none. A torn or corrupt file is reported with its path and skipped, and counted
-in `df.attrs["corrupt"]`.
+whole record or none. Every reader (report, `results ls/show/compare/export`, the tools) reads
+through `load_runs` / `read_row`: a file it cannot use (torn, not JSON, missing task/cell/gap/seed,
+a non-numeric gap or score) is named in one warning line and listed in `df.attrs["corrupt"]`;
+two files holding the same run id (a copied `X (1).json`) count once, named in one line and
+listed in `df.attrs["duplicates"]`.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from gapbench import quiet
+
 RUNS = "runs"
 CURVES = "curves"
 REPLACED = "replaced"
@@ -28,6 +33,52 @@ COLUMNS = ["run_id", "sweep_id", "task", "cell", "gap", "seed", "status", "steps
 
 class CorruptRecord(UserWarning):
     pass
+
+
+quiet.one_line_warnings(CorruptRecord)
+
+
+class UnusableRecord(ValueError):
+    """A row file no reader can use; the message says why."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+# what every reader relies on: (field, test, what it must be)
+ROW_FIELDS = [("run_id", lambda v: isinstance(v, str) and v != "", "a name"),
+              ("task", lambda v: isinstance(v, str) and v != "", "a task name"),
+              ("cell", lambda v: isinstance(v, str) and v != "", "a cell name"),
+              ("gap", _is_int, "an integer"), ("seed", _is_int, "an integer"),
+              ("status", lambda v: isinstance(v, str), "a string"),
+              ("score", _is_number, "a number or null")]
+
+
+def check_row(row) -> None:
+    if not isinstance(row, dict):
+        raise UnusableRecord("not a run record (not a JSON object)")
+    for key, ok, what in ROW_FIELDS:
+        if key not in row:
+            raise UnusableRecord(f"no {key}" if key != "score" else "no score")
+        if not ok(row[key]):
+            raise UnusableRecord(f"{key}={row[key]!r} is not {what}")
+
+
+def read_row(path: Path) -> dict[str, Any]:
+    """One row file, checked (check_row); UnusableRecord says why it cannot be used."""
+    try:
+        row = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UnusableRecord(f"not valid JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise UnusableRecord(f"unreadable ({e.strerror or e})") from None
+    check_row(row)
+    return row
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -62,39 +113,53 @@ def append_run(results_dir, row: dict[str, Any]) -> Path:
 
 def read_run(results_dir, run_id: str) -> dict[str, Any] | None:
     path = run_path(results_dir, run_id)
+    if not path.exists():
+        return None
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        warnings.warn(f"corrupt results record {path}: {e}; treated as not finished", CorruptRecord, stacklevel=2)
+        return read_row(path)
+    except UnusableRecord as e:
+        warnings.warn(f"unusable results record {path}: {e}; treated as not finished", CorruptRecord, stacklevel=2)
         return None
 
 
-def _read_records(folder: Path) -> tuple[list[dict], list[str]]:
-    rows, corrupt = [], []
+def _read_records(folder: Path) -> tuple[list[dict], list[str], list[str]]:
+    """(usable rows, unusable files, duplicate files): a run id stored in two files is read once,
+    from <run_id>.json where that is one of them."""
+    rows: dict[str, dict] = {}
+    files: dict[str, list[Path]] = {}
+    corrupt = []
     for path in sorted(folder.glob("*.json")):
         try:
-            row = json.loads(path.read_text())
-            if not isinstance(row, dict) or "run_id" not in row:
-                raise ValueError("not a run record (no run_id)")
-            rows.append(row)
-        except (ValueError, UnicodeDecodeError, OSError) as e:
+            row = read_row(path)
+        except UnusableRecord as e:
             corrupt.append(str(path))
-            warnings.warn(f"skipping corrupt results record {path}: {e}", CorruptRecord, stacklevel=3)
-    return rows, corrupt
+            warnings.warn(f"skipping unusable results record {path}: {e}", CorruptRecord, stacklevel=3)
+            continue
+        files.setdefault(row["run_id"], []).append(path)
+        if row["run_id"] not in rows or path.name == f"{row['run_id']}.json":
+            rows[row["run_id"]] = row
+    duplicates = []
+    for run_id, paths in files.items():
+        if len(paths) > 1:
+            kept = next((p for p in paths if p.name == f"{run_id}.json"), paths[0])
+            others = [str(p) for p in paths if p != kept]
+            duplicates += others
+            warnings.warn(f"run {run_id} is stored {len(paths)} times; reading {kept}, not {', '.join(others)}",
+                          CorruptRecord, stacklevel=3)
+    return list(rows.values()), corrupt, duplicates
 
 
 def load_runs(results_dir="results") -> pd.DataFrame:
     """All runs of a results directory as a DataFrame, one row per run (see COLUMNS, plus
     `test/<metric>` and the flattened config as `cfg.<key>`)."""
-    rows, corrupt = _read_records(Path(results_dir) / RUNS)
+    rows, corrupt, duplicates = _read_records(Path(results_dir) / RUNS)
     df = pd.DataFrame(rows)
     for col in COLUMNS:
         if col not in df:
             df[col] = pd.Series(dtype=object)
     df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
     df.attrs["corrupt"] = corrupt
+    df.attrs["duplicates"] = duplicates
     return df.reset_index(drop=True)
 
 

@@ -12,14 +12,14 @@ Bad input: one line on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from gapbench.results import load_runs, run_path
+from gapbench.paths import name_problem, output_file_problem
+from gapbench.results import UnusableRecord, load_runs, read_row, run_path
 
 LS_COLUMNS = ["run_id", "task", "cell", "gap", "seed", "status", "score_name", "score", "baseline", "steps",
               "wall_s", "sweep_id"]
@@ -99,6 +99,9 @@ def cmd_ls(args) -> int:
 
 
 def cmd_show(args) -> int:
+    problem = name_problem("run id", args.run_id)
+    if problem:
+        raise CliError(problem)
     path = run_path(args.results, args.run_id)
     if not path.exists():
         matches = sorted(p.stem for p in (Path(args.results) / "runs").glob(f"{args.run_id}*.json"))
@@ -106,7 +109,10 @@ def cmd_show(args) -> int:
             hint = f"; it prefixes {len(matches)} runs: {', '.join(matches[:5])}" if matches else ""
             raise CliError(f"no run {args.run_id!r} in {args.results}{hint}")
         path = run_path(args.results, matches[0])
-    row = json.loads(path.read_text())
+    try:
+        row = read_row(path)
+    except UnusableRecord as e:
+        raise CliError(f"run record {path} cannot be shown: {e}") from None
     width = max(map(len, row))
     for key, value in row.items():
         print(f"{key:{width}}  {value}")
@@ -195,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "export" and not (args.csv or args.parquet):
             raise CliError("export needs --csv FILE and/or --parquet FILE")
+        if args.command == "export":
+            for flag, path in (("--csv", args.csv), ("--parquet", args.parquet)):
+                problem = path and output_file_problem(path, f"{flag} {path}")
+                if problem:
+                    raise CliError(problem)
         if args.command == "compare" and (not args.task or len(args.task) != 1):
             raise CliError("compare needs exactly one --task; e.g. compare --task copy")
         return args.func(args)

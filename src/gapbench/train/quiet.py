@@ -43,3 +43,19 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
         logger = logging.getLogger(name)
         if _not_a_banner not in logger.filters:
             logger.addFilter(_not_a_banner)
+
+
+def one_line_warnings(category: type[Warning]) -> None:
+    """Show warnings of `category` as one `warning: ...` line, without the source line Python adds."""
+    shown = warnings.formatwarning
+    if getattr(shown, "one_line", None) is not None:
+        shown.one_line.add(category)
+        return
+
+    def formatwarning(message, cat, filename, lineno, line=None):
+        if issubclass(cat, tuple(formatwarning.one_line)):
+            return f"warning: {message}\n"
+        return shown(message, cat, filename, lineno, line)
+
+    formatwarning.one_line = {category}
+    warnings.formatwarning = formatwarning
