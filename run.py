@@ -39,6 +39,13 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, TaskError) as e:  # caught again here for jobs preflight could not see (e.g. memory)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a full disk: one line, not Lightning's traceback
+        from gapbench.paths import DiskFull, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"error: {e if isinstance(e, DiskFull) else f'disk full: {e}'}", file=sys.stderr)
+        sys.exit(1)
     sweep_progress.job_finished(row)  # for the sweep's progress line and final table
     return row.get("score")  # the objective for Hydra sweepers such as Optuna
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -26,6 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from gapbench.paths import atomic_write_json
 from gapbench.sweep.horizon_search import HorizonSearch
 
 HORIZONS = "horizons"
@@ -55,18 +54,6 @@ def job_solved(row: dict[str, Any], task_cls: type) -> bool:
         if isinstance(value, (int, float)) and math.isfinite(value):
             return bool(task_cls.is_solved(value, row["baseline"]))
     return bool(task_cls.is_solved(row["score"], row["baseline"]))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _earlier_searches(path: Path, labels: set[str]) -> list[dict[str, Any]]:
@@ -241,7 +228,7 @@ class HorizonSweeper(Sweeper):
                 nxt = search.next_gap()
                 print(f"  {s['label']}: gap {gap} {'solved' if solved else 'failed'} -> bracket {search.text()}"
                       + (f", next gap {nxt}" if nxt is not None else f" ({search.kind}, done)"), flush=True)
-            _write_json(out, self._summary(searches, sweep_id, earlier))
+            atomic_write_json(out, self._summary(searches, sweep_id, earlier))
         print(f"horizons ({len(searches)} searches, {job_idx} jobs) -> {out}", flush=True)
         for s in searches:
             print(f"  {s['label']}: {s['search'].text()}", flush=True)

@@ -8,12 +8,17 @@ tools check their arguments before torch or pandas load.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 DISK_MARGIN_BYTES = 64 * 2**20  # free space kept beyond what a job is estimated to write
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def name_problem(key: str, value) -> str | None:
@@ -85,5 +90,95 @@ def space_problem(folder, need_bytes: int, what: str) -> str | None:
             f"(a checkpoint) plus a {DISK_MARGIN_BYTES / 2**20:.0f} MiB margin; free some space or give another results_dir")
 
 
-def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+def is_disk_full(e: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT, also where a library re-raised it as another error (torch.save: a RuntimeError)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class DiskFull(OSError):
+    """A write failed for want of space: one line naming the folder and the space needed."""
+
+    def __init__(self, path: Path, need_bytes: int):
+        self.path, self.need_bytes = Path(path), need_bytes
+        free = free_bytes(self.path.parent)
+        super().__init__(errno.ENOSPC, f"disk full: {self.path.parent} has {(free or 0) / 2**20:.0f} MiB free; writing "
+                                       f"{self.path.name} needs ~{max(need_bytes, 1) / 2**20:.1f} MiB more; free some "
+                                       "space and run the same command again (finished work and the last checkpoint "
+                                       "are kept)")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+# -- atomic files -----------------------------------------------------------------------------
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _link_over(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:  # no hard links here: keep no previous file rather than copy one
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], keep_previous: Path | None = None) -> None:
+    """`write(f)` fills a temporary file in `path`'s folder (never `$TMPDIR`), made with the umask's
+    permissions like any other file; it is fsynced and renamed onto `path`, so a kill at any moment
+    leaves the old file or the new one. `keep_previous`: hard-link the file being replaced there first.
+    A full disk raises DiskFull (the old file stays); the temporary file is removed either way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open would honour the umask
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            _link_over(path, Path(keep_previous))
+        os.replace(tmp, path)
+    except BaseException as e:
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
+        Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            previous = path.stat().st_size if path.exists() else 0
+            raise DiskFull(path, max(previous, written) - written + 1) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=True, default=str).encode()))
+
+
+def remove_stale_temps(folder: Path, name: str) -> list[Path]:
+    """Temporary files a killed write of `folder/name` left behind (atomic_write's `.<name>.*.tmp`).
+    Call only while no other process can be writing `name` (a job holds its lock)."""
+    gone = []
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        try:
+            tmp.unlink()
+            gone.append(tmp)
+        except OSError:
+            pass
+    return gone

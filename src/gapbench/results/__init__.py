@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from gapbench import quiet
+from gapbench import paths, quiet
 
 RUNS = "runs"
 CURVES = "curves"
@@ -81,18 +80,7 @@ def read_row(path: Path) -> dict[str, Any]:
     return row
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_atomic_write_json = paths.atomic_write_json  # one file per row, written atomically with the umask's permissions
 
 
 def run_path(results_dir, run_id: str) -> Path:
@@ -139,12 +127,12 @@ def _read_records(folder: Path) -> tuple[list[dict], list[str], list[str]]:
         if row["run_id"] not in rows or path.name == f"{row['run_id']}.json":
             rows[row["run_id"]] = row
     duplicates = []
-    for run_id, paths in files.items():
-        if len(paths) > 1:
-            kept = next((p for p in paths if p.name == f"{run_id}.json"), paths[0])
-            others = [str(p) for p in paths if p != kept]
+    for run_id, found in files.items():
+        if len(found) > 1:
+            kept = next((p for p in found if p.name == f"{run_id}.json"), found[0])
+            others = [str(p) for p in found if p != kept]
             duplicates += others
-            warnings.warn(f"run {run_id} is stored {len(paths)} times; reading {kept}, not {', '.join(others)}",
+            warnings.warn(f"run {run_id} is stored {len(found)} times; reading {kept}, not {', '.join(others)}",
                           CorruptRecord, stacklevel=3)
     return list(rows.values()), corrupt, duplicates
 

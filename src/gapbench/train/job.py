@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench import cells, results, tasks
+from gapbench import cells, paths, results, tasks
 from gapbench.train import continuation, jobstate
 from gapbench.sweep import progress as sweep_progress
 from gapbench.train.evaluate import ConfigInCheckpoint
@@ -255,11 +255,18 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         return _log_skip(done, results_dir)
 
     job_dir = results_dir / "jobs" / run_id
+    for name in (jobstate.LOCK, jobstate.OWNER):
+        if (job_dir / name).is_dir():
+            raise ConfigError(f"{job_dir / name} is a folder where the job keeps its lock file; move it away "
+                              "and run the same command again")
     # DDP: Lightning starts ranks 1.. inside rank 0's fit, which holds the lock; they join its job
     lock = jobstate.JobLock(job_dir) if _rank() == 0 else None
     if lock and not lock.acquire():
         log.warning("%s is running elsewhere (%s); skipped here", run_id, lock.describe_holder())
         return {"run_id": run_id, "status": "running elsewhere"}
+    if lock:  # this job's row and curve are written only by whoever holds its lock
+        for folder in (results.RUNS, results.CURVES):
+            paths.remove_stale_temps(results_dir / folder, f"{run_id}.json")
     stop, row = StopRequest(), None
     try:
         with stop:
@@ -406,5 +413,11 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         return row
     finally:
         if logger and cfg.logger.name == "wandb":
+            import sys
+
             import wandb
-            wandb.finish()
+
+            if paths.is_disk_full(sys.exc_info()[1]):  # nothing more W&B writes can succeed: stop its service
+                wandb.teardown(exit_code=1)
+            else:
+                wandb.finish()

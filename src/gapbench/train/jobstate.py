@@ -17,15 +17,16 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from gapbench.paths import atomic_write, remove_stale_temps
 
 log = logging.getLogger("gapbench")
 
@@ -36,54 +37,9 @@ RERUN = "rerun.json"
 LOCK = ".lock"
 OWNER = "owner.json"
 WANDB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
-# -- atomic files -----------------------------------------------------------------------------
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], keep_previous: Path | None = None) -> None:
-    """`write(f)` fills a temporary file in `path`'s folder (never `$TMPDIR`); it is fsynced and
-    renamed onto `path`. `keep_previous`: hard-link the file being replaced there first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open would honour the umask
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            _link_over(path, Path(keep_previous))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _link_over(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:  # no hard links here: keep no previous checkpoint rather than copy one
-        tmp.unlink(missing_ok=True)
-
+# -- atomic files (gapbench.paths.atomic_write) --------------------------------------------------
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
@@ -219,6 +175,8 @@ class JobLock:
             self._flock.release()  # held on another machine whose lock this filesystem does not share
             self.holder = owner
             return False
+        for name in (LAST, PREVIOUS, WANDB_ID, RERUN, OWNER):  # left by a killed write; no one else writes them now
+            remove_stale_temps(self.job_dir, name)
         atomic_write_text(self.job_dir / OWNER, json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid(),
              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))

@@ -23,8 +23,14 @@ def _not_a_banner(record: logging.LogRecord) -> bool:
 
 def quiet(verbose: bool, wandb: bool = False) -> None:
     """Call before torch, Lightning and W&B do any work in this process (idempotent)."""
+    # a log line that cannot be written (a full disk under W&B's or Hydra's log file) is dropped, not
+    # reported with a traceback per line: W&B alone printed ~1,000 of them on a full disk
+    logging.raiseExceptions = False
     if verbose:
         return
+    # Lightning's advice to launch with srun, on any host with SLURM installed: gapbench's SLURM jobs
+    # go through hydra/launcher=slurm (submitit), and a local job is not meant for srun
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # torch 2.13's pytree deprecation, raised from inside Lightning; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\). is deprecated", category=FutureWarning)
     # gapbench's loaders serve batches generated on the device, or small fixed eval sets: workers would not help
