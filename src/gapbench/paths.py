@@ -66,12 +66,15 @@ def folder_problem(folder, label: str) -> str | None:
     return None
 
 
-def output_file_problem(path, label: str) -> str | None:
-    """None if a file can be written at `path` (its folder is writable, it is not a folder)."""
+def output_file_problem(path, label: str, makes_folder: bool = False) -> str | None:
+    """None if a file can be written at `path`: not a folder, its folder writable (and existing,
+    unless the writer makes it: `makes_folder`)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return f"{label} is a directory; give a file name in it, e.g. {p / 'out'}"
-    return folder_problem(p.parent, f"{label}: its folder {p.parent}")
+    if not makes_folder and not p.absolute().parent.is_dir():
+        return f"{label}: its folder {p.parent} does not exist"
+    return folder_problem(p.absolute().parent, f"{label}: its folder {p.parent}")
 
 
 def free_bytes(folder) -> int | None:

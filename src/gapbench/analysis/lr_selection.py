@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     from gapbench.paths import output_file_problem
 
-    problem = output_file_problem(args.out, f"--out {args.out}")
+    problem = output_file_problem(args.out, f"--out {args.out}", makes_folder=True)
     if problem:  # before the store is read: the selection is never computed only to be lost
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
