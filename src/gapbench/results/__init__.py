@@ -49,22 +49,24 @@ def _is_number(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-# what every reader relies on: (field, test, what it must be)
-ROW_FIELDS = [("run_id", lambda v: isinstance(v, str) and v != "", "a name"),
-              ("task", lambda v: isinstance(v, str) and v != "", "a task name"),
-              ("cell", lambda v: isinstance(v, str) and v != "", "a cell name"),
-              ("gap", _is_int, "an integer"), ("seed", _is_int, "an integer"),
-              ("status", lambda v: isinstance(v, str), "a string"),
-              ("score", _is_number, "a number or null")]
+# what every reader relies on: (field, required, test, what it must be)
+ROW_FIELDS = [("run_id", True, lambda v: isinstance(v, str) and v != "", "a name"),
+              ("task", True, lambda v: isinstance(v, str) and v != "", "a task name"),
+              ("cell", True, lambda v: isinstance(v, str) and v != "", "a cell name"),
+              ("gap", True, _is_int, "an integer"),
+              ("seed", False, lambda v: v is None or _is_int(v), "an integer"),
+              ("status", False, lambda v: v is None or isinstance(v, str), "a string"),
+              ("score", False, _is_number, "a number or null")]
 
 
 def check_row(row) -> None:
     if not isinstance(row, dict):
         raise UnusableRecord("not a run record (not a JSON object)")
-    for key, ok, what in ROW_FIELDS:
+    for key, required, ok, what in ROW_FIELDS:
         if key not in row:
-            raise UnusableRecord(f"no {key}" if key != "score" else "no score")
-        if not ok(row[key]):
+            if required:
+                raise UnusableRecord(f"no {key}")
+        elif not ok(row[key]):
             raise UnusableRecord(f"{key}={row[key]!r} is not {what}")
 
 
