@@ -58,7 +58,7 @@ REFUSED = [  # (command-line arguments, what the one line must say); {tmp} is th
      "sweep_id=../runs/x contains a path separator"),
     # the horizon sweeper's own refusals, in the preflight (before `[HYDRA] sweep` and sweep.json)
     (["-m", "hydra/sweeper=horizon", "task=lm_char"], "task lm_char has no solved criterion"),
-    (["-m", "hydra/sweeper=horizon", "task=translation", "gap=10"], "has no continuous gap"),
+    (["-m", "hydra/sweeper=horizon", "gap=3", "hydra.sweeper.max_gap=2"], "gap=3 is not a valid start gap"),
     (["-m", "hydra/sweeper=horizon", "gap=3,5"], "the horizon sweeper chooses the gaps itself"),
     # Hydra keys gapbench does not know
     (["+hydra.callbacks.X._target_=builtins.open", "+hydra.callbacks.X.file=/tmp/x"],
