@@ -342,7 +342,7 @@ def test_a_full_disk_names_the_folder_and_keeps_the_old_file(tmp_path):
     with pytest.raises(paths.DiskFull) as e:
         paths.atomic_write(target, half_then_full)
     message = str(e.value)
-    assert "\n" not in message and message.startswith(f"disk full: {tmp_path / 'runs'} has ") and "MiB more" in message
+    assert "\n" not in message and message.startswith(f"disk full: {tmp_path / 'runs'} has ") and "B more; free some space" in message
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in target.parent.iterdir()] == ["a.json"], "no temporary file left"
 

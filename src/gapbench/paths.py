@@ -89,8 +89,12 @@ def space_problem(folder, need_bytes: int, what: str) -> str | None:
     free = free_bytes(folder)
     if free is None or free >= need_bytes + DISK_MARGIN_BYTES:
         return None
-    return (f"{what} {folder} has {free / 2**20:.0f} MiB free; this job needs ~{need_bytes / 2**20:.0f} MiB "
-            f"(a checkpoint) plus a {DISK_MARGIN_BYTES / 2**20:.0f} MiB margin; free some space or give another results_dir")
+    return (f"{what} {folder} has {size(free)} free; this job needs ~{size(need_bytes)} (its checkpoints while "
+            f"one is saved) plus a {size(DISK_MARGIN_BYTES)} margin; free some space or give another results_dir")
+
+
+def size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
 def is_disk_full(e: BaseException | None) -> bool:
@@ -110,8 +114,8 @@ class DiskFull(OSError):
     def __init__(self, path: Path, need_bytes: int):
         self.path, self.need_bytes = Path(path), need_bytes
         free = free_bytes(self.path.parent)
-        super().__init__(errno.ENOSPC, f"disk full: {self.path.parent} has {(free or 0) / 2**20:.0f} MiB free; writing "
-                                       f"{self.path.name} needs ~{max(need_bytes, 1) / 2**20:.1f} MiB more; free some "
+        super().__init__(errno.ENOSPC, f"disk full: {self.path.parent} has {size(free or 0)} free; writing "
+                                       f"{self.path.name} needs ~{size(need_bytes)} more; free some "
                                        "space and run the same command again (finished work and the last checkpoint "
                                        "are kept)")
 
