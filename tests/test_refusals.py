@@ -105,10 +105,8 @@ def test_refused_in_one_line_writing_nothing(args, expected, odd_paths, monkeypa
 
 
 def test_good_commands_still_pass(tmp_path):
-    for args in (["debug=fast"], ["-m", "experiment=cpu_copy"], ["-m", "cell=glob(lstm*)", "gap=5"],
-                 ["+trainer.max_epochs=3"], ["sweep_id=my_sweep-2"], ["trainer.max_time=00:00:01:00"],
-                 ["-m", "hydra/sweeper=horizon", "gap=3", "hydra.sweeper.max_gap=4", "sweep_id=hz"],
-                 ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]):
+    for args in (["debug=fast", "+trainer.max_epochs=3", "sweep_id=my_sweep-2", "trainer.max_time=00:00:01:00"],
+                 ["-m", "hydra/sweeper=horizon", "gap=3", "hydra.sweeper.max_gap=4", "sweep_id=hz"]):
         assert check_command_line([*args, f"results_dir={tmp_path}/store"], CONF) is None, args
     assert not (tmp_path / "store").exists()
 
