@@ -85,8 +85,8 @@ def free_bytes(folder) -> int | None:
         return None
 
 
-def space_problem(folder, need_bytes: int, what: str) -> str | None:
-    free = free_bytes(folder)
+def space_problem(folder, need_bytes: int, what: str, free: int | None = None) -> str | None:
+    free = free_bytes(folder) if free is None else free
     if free is None or free >= need_bytes + DISK_MARGIN_BYTES:
         return None
     return (f"{what} {folder} has {size(free)} free; this job needs ~{size(need_bytes)} (its checkpoints while "

@@ -62,12 +62,32 @@ def _writable_dir(results_dir: Any) -> None:
     """results_dir and every folder a job writes in it: tried by creating a file (gapbench.paths)."""
     if not isinstance(results_dir, str) or not results_dir.strip():
         raise ConfigError(f"results_dir={results_dir!r} is not a path; give a writable directory, e.g. results_dir=results")
+    problem = _store_problem(results_dir, str(Path.cwd()), _minute())
+    if problem:
+        raise ConfigError(problem)
+
+
+def _minute() -> int:
+    """Folder and disk checks are repeated for each job of a sweep: their answer is kept for a minute."""
+    import time
+
+    return int(time.monotonic() // 60)
+
+
+@functools.lru_cache(maxsize=64)
+def _store_problem(results_dir: str, cwd: str, minute: int) -> str | None:
     base = Path(results_dir).expanduser()
     for folder in [base, *(base / sub for sub in JOB_FOLDERS)]:
         if folder is base or folder.exists() or folder.is_symlink():
             problem = paths.folder_problem(folder, f"results_dir={results_dir}" if folder is base else f"{folder}")
             if problem:
-                raise ConfigError(f"{problem}; give a writable directory")
+                return f"{problem}; give a writable directory"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _free_bytes(results_dir: str, cwd: str, minute: int) -> int | None:
+    return paths.free_bytes(results_dir)
 
 
 JOB_FOLDERS = ("runs", "jobs", "curves", "hydra", "wandb", "horizons", "csv")  # what a job writes under results_dir
@@ -76,9 +96,9 @@ JOB_FOLDERS = ("runs", "jobs", "curves", "hydra", "wandb", "horizons", "csv")  #
 def _check_disk(results_dir: str, params: int) -> None:
     """Room for a checkpoint while it is saved (the new one, the last and the previous: 3 copies) plus a margin."""
     need = 3 * CHECKPOINT_BYTES_PER_PARAMETER * params
-    problem = paths.space_problem(Path(results_dir).expanduser(), need, "results_dir")
-    if problem:
-        raise ConfigError(problem)
+    free = _free_bytes(results_dir, str(Path.cwd()), _minute())
+    if free is not None and free < need + paths.DISK_MARGIN_BYTES:
+        raise ConfigError(paths.space_problem(results_dir, need, "results_dir", free=free))
 
 
 CHECKPOINT_BYTES_PER_PARAMETER = 12  # float32 weights and Adam's two moments
@@ -288,12 +308,17 @@ def check_eval_memory(task: str, gap: int, task_opts: dict) -> None:
         return
     cls = tasks.task_class(task)
     defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()}
-    have = available_memory_bytes()
     for split in ("test_size", "val_size"):
         size = task_opts.get(split, defaults.get(split))
-        if isinstance(size, int) and size * per_example > 0.5 * have:
+        if not isinstance(size, int) or size * per_example < EVAL_SET_ALWAYS_FITS:
+            continue
+        have = available_memory_bytes()
+        if size * per_example > 0.5 * have:
             raise ConfigError(f"task.{split}={size} needs ~{size * per_example / 2**30:.1f} GiB ({per_example} bytes per "
                               f"example at gap {gap}) but {have / 2**30:.1f} GiB is available; lower task.{split}")
+
+
+EVAL_SET_ALWAYS_FITS = 256 * 2**20  # smaller held-out sets are not measured against free memory
 
 
 @functools.lru_cache(maxsize=512)
