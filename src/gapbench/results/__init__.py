@@ -86,6 +86,9 @@ _atomic_write_json = paths.atomic_write_json  # one file per row, written atomic
 
 
 def run_path(results_dir, run_id: str) -> Path:
+    problem = paths.name_problem("run_id", run_id)
+    if problem:  # ids are made of checked names (task, cell, gap, seed, hash); a row never lands outside runs/
+        raise ValueError(problem)
     return Path(results_dir) / RUNS / f"{run_id}.json"
 
 
@@ -155,7 +158,7 @@ def load_runs(results_dir="results") -> pd.DataFrame:
 
 def append_curve(results_dir, run_id: str, records: list[dict[str, Any]]) -> Path:
     """Store a run's per-time-step curves (gradient norms, ...) beside its row."""
-    path = Path(results_dir) / CURVES / f"{run_id}.json"
+    path = run_path(results_dir, run_id).parent.parent / CURVES / f"{run_id}.json"
     _atomic_write_json(path, records)
     return path
 

@@ -9,7 +9,7 @@ job sees the batches a job trained from step 0 to the larger budget would see.
 from __future__ import annotations
 
 import copy
-import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,8 +24,9 @@ def find_parent(results_dir: Path, config: dict[str, Any], run_id: str,
     best = None
     for path in sorted((Path(results_dir) / results.RUNS).glob(f"{prefix}-*.json")):
         try:
-            row = json.loads(path.read_text())
-        except (ValueError, OSError):
+            row = results.read_row(path)
+        except results.UnusableRecord as e:
+            warnings.warn(f"skipping unusable results record {path}: {e}", results.CorruptRecord, stacklevel=2)
             continue
         if (row.get("run_id") == run_id or row.get("status") != "finished" or row.get("stopped_by") != "max_steps"
                 or not isinstance(row.get("steps"), int) or row["steps"] >= max_steps):
