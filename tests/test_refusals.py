@@ -65,8 +65,11 @@ REFUSED = [  # (command-line arguments, what the one line must say); {tmp} is th
      "+hydra.callbacks.X._target_: gapbench does not take code for Hydra to run"),
     (["hydra.callbacks.progress._target_=builtins.print"], "gapbench does not take code for Hydra to run"),
     (["+hydra.foo=1"], "+hydra.foo is not a Hydra key gapbench uses"),
+    (["+hydra.launcher.foo=1"], "+hydra.launcher.foo is not a parameter of the launcher"),
     # folders a job writes
     (["results_dir=/proc/x"], "results_dir=/proc/x cannot be created (/proc is not writable"),
+    (["hydra.run.dir=/proc/x"], "hydra.run.dir=/proc/x cannot be created (/proc is not writable"),
+    (["-m", "hydra.sweep.dir=/proc/x", "gap=1,2"], "hydra.sweep.dir=/proc/x cannot be created"),
     (["results_dir={tmp}/dangling"], "is a dangling symbolic link"),
     (["results_dir={tmp}/loop"], "is a dangling symbolic link (or a loop of links)"),
     (["results_dir={tmp}/runs_is_a_file"], "runs is not a directory"),

@@ -23,6 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from gapbench.paths import folder_problem
 from gapbench.tasks import TaskError
 from gapbench.config.validate import ConfigError, check_config, plain
 
@@ -117,6 +118,9 @@ def _hydra_key_problem(o) -> str | None:
     if name.split(".")[-1] == "_target_":
         return (f"{key}: gapbench does not take code for Hydra to run from the command line (a _target_); choose "
                 f"a launcher or sweeper with hydra/launcher=... or hydra/sweeper=...")
+    if key.startswith("+") and name.startswith("hydra.launcher.") and name.count(".") < 3:
+        return (f"+{name} is not a parameter of the launcher; new keys go only inside its dict parameters "
+                f"(e.g. +hydra.launcher.additional_parameters.KEY=...); see `python run.py --hydra-help`")
     if key.startswith("+") and not name.startswith(HYDRA_ADDABLE):
         return (f"+{name} is not a Hydra key gapbench uses; new hydra keys can be added only under "
                 f"{', '.join(k + '*' for k in HYDRA_ADDABLE)}")
@@ -140,6 +144,17 @@ def _sweep_problem(o, multirun: bool, sweeper: str) -> str | None:
         valid = f"; valid: {', '.join(_choices(key))}" if key in GROUPS else ""
         return f"{o.input_line} sweeps no value (an empty sweep){valid}"
     return None
+
+
+def _output_dir_problem(hydra_cfg, multirun: bool) -> str | None:
+    """Hydra's own run or sweep folder (logs, .hydra/config.yaml), which it writes before any job."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = str(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)
+    except OmegaConfBaseException as e:
+        return f"{key} cannot be resolved: {_hydra_error_line(e)}"
+    problem = folder_problem(folder, f"{key}={folder}")
+    return f"{problem}; give a writable directory (or leave {key} to follow results_dir)" if problem else None
 
 
 def _null_group(group: str) -> str:
@@ -285,6 +300,9 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                     return str(e)
                 except (HydraException, OmegaConfBaseException) as e:
                     return _hydra_error_line(e)
+        problem = _output_dir_problem(hydra_cfg, multirun)  # after results_dir's own check: it names the cause
+        if problem:
+            return problem
         if multirun and str(hydra_cfg.sweeper.get("_target_", "")).endswith("HorizonSweeper"):
             return _horizon_problem(hydra_cfg, arguments, with_hydra)
     return None
