@@ -327,7 +327,7 @@ def test_horizon_cost_on_a_corrupt_horizons_file_is_one_line(tmp_path, capsys, c
 
 
 # -- a full disk, simulated: one line naming the folder, the old file intact -------------------------
-def _enospc(*_):
+def _enospc(*_, **__):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -450,3 +450,12 @@ def test_lightnings_srun_hint_is_filtered():
                       "to run Lightning on SLURM, prepend your python command with `srun` like so: srun python ...",
                       PossibleUserWarning)
     assert caught == []
+
+
+def test_a_full_disk_during_a_rerun_row_keeps_the_old_row_in_place(tmp_path, monkeypatch):
+    results.append_run(tmp_path, _row("a", score=0.1))
+    monkeypatch.setattr(paths, "atomic_write", lambda path, write, **kw: _enospc())
+    with pytest.raises(OSError):
+        results.append_run(tmp_path, _row("a", score=0.9))
+    monkeypatch.undo()
+    assert load_runs(tmp_path).score.tolist() == [0.1], "the stored row is still read"

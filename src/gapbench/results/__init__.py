@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -99,7 +100,10 @@ def append_run(results_dir, row: dict[str, Any]) -> Path:
     if path.exists():
         keep = path.parent / REPLACED / f"{row['run_id']}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}.json"
         keep.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, keep)
+        try:  # a link, not a move: if the new row cannot be written (a full disk), the old one stays in runs/
+            os.link(path, keep)
+        except OSError:
+            shutil.copy2(path, keep)
     _atomic_write_json(path, row)
     return path
 
