@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gapbench import paths, results
-from gapbench.preflight import check_command_line
+from gapbench.config.preflight import check_command_line
 from gapbench.results import CorruptRecord, load_runs
 
 from conftest import ROOT, run_cli
@@ -202,7 +202,7 @@ def test_unusable_rows_are_named_in_one_line_each_and_never_silently_dropped(tmp
 
 
 def test_results_cli_names_the_unusable_rows_and_reads_the_rest(tmp_path, capsys):
-    from gapbench.results_cli import main
+    from gapbench.results.cli import main
 
     results.append_run(tmp_path, _row("good"))
     results.append_run(tmp_path, _row("bad", score="high"))
@@ -216,7 +216,7 @@ def test_results_cli_names_the_unusable_rows_and_reads_the_rest(tmp_path, capsys
 
 
 def test_a_copied_row_file_counts_once_and_is_named_once(tmp_path, capsys):
-    from gapbench.results_cli import main
+    from gapbench.results.cli import main
 
     results.append_run(tmp_path, _row("copy-lstm-gap10-s0-aaaa"))
     results.append_run(tmp_path, _row("copy-lstm-gap10-s1-bbbb", seed=1))
@@ -255,7 +255,7 @@ def test_report_counts_every_row_file(tmp_path):
 
 @pytest.mark.parametrize("content,words", [('{"run_id": "x", "ta', "not valid JSON"), ("[1]", "not a JSON object")])
 def test_results_show_on_a_torn_row_is_one_line(tmp_path, capsys, content, words):
-    from gapbench.results_cli import main
+    from gapbench.results.cli import main
 
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "x.json").write_text(content)
@@ -265,7 +265,7 @@ def test_results_show_on_a_torn_row_is_one_line(tmp_path, capsys, content, words
 
 
 def test_results_show_refuses_a_path_as_run_id(tmp_path, capsys):
-    from gapbench.results_cli import main
+    from gapbench.results.cli import main
 
     (tmp_path / "runs").mkdir()
     assert main(["show", "../../etc/passwd", "--results", str(tmp_path)]) == 2
@@ -273,7 +273,7 @@ def test_results_show_refuses_a_path_as_run_id(tmp_path, capsys):
 
 
 def test_results_export_to_a_folder_is_refused_before_reading(tmp_path, capsys):
-    from gapbench.results_cli import main
+    from gapbench.results.cli import main
 
     results.append_run(tmp_path, _row("good"))
     assert main(["export", "--results", str(tmp_path), "--csv", str(tmp_path)]) == 2
@@ -295,7 +295,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("args,words", BENCH_REFUSED, ids=[" ".join(a) for a, _ in BENCH_REFUSED])
 def test_bench_checks_its_arguments_before_measuring(args, words, capsys):
-    from gapbench import bench
+    from gapbench.perf import bench
 
     with pytest.raises(SystemExit) as e:
         bench.parse_args(["--quick", *args])
@@ -304,7 +304,7 @@ def test_bench_checks_its_arguments_before_measuring(args, words, capsys):
 
 
 def test_lr_selection_checks_out_before_reading_the_store(tmp_path, capsys):
-    from gapbench import lr_selection
+    from gapbench.analysis import lr_selection
 
     with pytest.raises(SystemExit) as e:
         lr_selection.main(["--results", str(tmp_path), "--sweep", "s", "--out", "/proc/nope/sel.json"])
@@ -315,7 +315,7 @@ def test_lr_selection_checks_out_before_reading_the_store(tmp_path, capsys):
 @pytest.mark.parametrize("content", ["{not json", '{"factor": 1.5}', '{"factor": 1.5, "max_gap": 8, "searches": [{"task": "copy"}]}',
                                      '{"factor": 1.5, "max_gap": 8, "searches": []}'])
 def test_horizon_cost_on_a_corrupt_horizons_file_is_one_line(tmp_path, capsys, content):
-    from gapbench.horizon_cost import main
+    from gapbench.analysis.horizon_cost import main
 
     (tmp_path / "horizons").mkdir()
     (tmp_path / "horizons" / "hz.json").write_text(content)
@@ -364,7 +364,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_a_rerun_resumes(tm
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from gapbench import jobstate
+    from gapbench.train import jobstate
     from test_horizon import TINY, load_run_py
 
     args = ["run.py", "gap=4", "cell.hidden_size=4", "trainer.max_steps=6", "checkpoint_every=2", "trainer.max_time=null",
@@ -400,7 +400,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_a_rerun_resumes(tm
 
 
 def test_logging_errors_are_dropped_not_printed_per_line():
-    from gapbench.quiet import quiet
+    from gapbench.train.quiet import quiet
 
     quiet(True)
     assert logging.raiseExceptions is False
@@ -410,7 +410,7 @@ def test_logging_errors_are_dropped_not_printed_per_line():
 def test_rows_get_the_umasks_permissions_like_checkpoints_and_stale_temps_are_cleaned(tmp_path):
     from test_horizon import make_cfg
 
-    from gapbench import job
+    from gapbench.train import job
 
     cfg = make_cfg(tmp_path, "gap=4", "cell.hidden_size=4", "trainer.max_steps=2")
     run_id = job.job_run_id(cfg)
@@ -430,8 +430,8 @@ def test_rows_get_the_umasks_permissions_like_checkpoints_and_stale_temps_are_cl
 def test_a_lock_that_is_a_folder_is_one_line(tmp_path):
     from test_horizon import make_cfg
 
-    from gapbench import job
-    from gapbench.validate import ConfigError
+    from gapbench.train import job
+    from gapbench.config.validate import ConfigError
 
     cfg = make_cfg(tmp_path, "gap=4", "cell.hidden_size=4", "trainer.max_steps=2")
     (tmp_path / "jobs" / job.job_run_id(cfg) / ".lock").mkdir(parents=True)
@@ -442,7 +442,7 @@ def test_a_lock_that_is_a_folder_is_one_line(tmp_path):
 def test_lightnings_srun_hint_is_filtered():
     from lightning.fabric.utilities.warnings import PossibleUserWarning
 
-    from gapbench.quiet import quiet
+    from gapbench.train.quiet import quiet
 
     quiet(False)
     with warnings.catch_warnings(record=True) as caught:

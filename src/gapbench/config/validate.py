@@ -284,7 +284,7 @@ def check_memory(batch: int, seq_len: int, hidden: int, device: str, cell: str =
 
 def check_checkpoint(ckpt_path: Any) -> None:
     """eval_only's checkpoint: a file torch can read that carries a gapbench config."""
-    from gapbench.evaluate import CONFIG_KEY
+    from gapbench.train.evaluate import CONFIG_KEY
 
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file():

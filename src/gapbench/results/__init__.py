@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from gapbench import paths, quiet
+from gapbench import paths
+from gapbench.train import quiet
 
 RUNS = "runs"
 CURVES = "curves"
