@@ -17,7 +17,7 @@ CONF = ROOT / "conf"
 
 BAD_INPUT = [  # (command-line arguments, what the one line must say)
     (["cell=foo"], "unknown cell 'foo'; valid: " + ", ".join(sorted(p.stem for p in (CONF / "cell").glob("*.yaml")))),
-    (["task=bar"], "unknown task 'bar'; valid: adding, assoc_recall, copy"),
+    (["task=bar"], "unknown task 'bar'; valid: adding, assoc_recall, captioning, copy"),
     (["logger=tensorboard"], "unknown logger 'tensorboard'; valid: csv, none, wandb"),
     (["hydra/launcher=ray"], "unknown launcher 'ray'; valid: basic, joblib"),
     (["gap=0"], "gap=0 is out of range; gap must be an integer >= 1"),
