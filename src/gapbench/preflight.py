@@ -23,6 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from gapbench.cluster import launcher_problem
 from gapbench.tasks import TaskError
 from gapbench.validate import ConfigError, check_config, plain
 
@@ -135,6 +136,10 @@ def _check_job(cfg, multirun: bool, launcher: str) -> None:
 
 
 def _check_launcher(hydra_cfg) -> None:
+    if str(hydra_cfg.launcher.get("_target_", "")).endswith("gapbench_slurm_launcher.slurm_launcher.SlurmLauncher"):
+        problem = launcher_problem(OmegaConf.to_container(hydra_cfg.launcher, resolve=True))
+        if problem:
+            raise ConfigError(problem)
     n_jobs = hydra_cfg.launcher.get("n_jobs", None)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
         raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is invalid; give the number of parallel jobs, "
