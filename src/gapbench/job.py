@@ -338,6 +338,13 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             log.warning("%s diverged: %s", run_id, e)
         except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
             raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
+        except OSError:
+            # SLURM signals every process of a pre-empted or requeued job, W&B's service too, which exits
+            # at once: the job's next W&B call fails on the lost connection. It stops as asked, from its
+            # last checkpoint (one saved mid-step could repeat a step on resume)
+            if stop.signum is None:
+                raise
+            raise Stopped(stop.signum, trainer.global_step, saved=False) from None
         if status == "finished":
             if module.val_step != trainer.global_step:  # the row's val_score is the final model's
                 trainer.validate(module, datamodule=TaskData(task), verbose=False)
@@ -389,4 +396,8 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     finally:
         if logger and cfg.logger.name == "wandb":
             import wandb
-            wandb.finish()
+            try:
+                wandb.finish()
+            except OSError:  # W&B's service is gone (see above); the resumed job continues its run
+                if stop.signum is None:
+                    raise

@@ -26,6 +26,8 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
         return
     # torch 2.13's pytree deprecation, raised from inside Lightning; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\). is deprecated", category=FutureWarning)
+    # Lightning, wherever SLURM's client is installed, on every job not started by srun (a local run)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # a continued job starts from an earlier job's checkpoint, written in that job's folder
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     # W&B prints ~35 `wandb:` lines per run (banner, sync hints, run summary); the row holds the result
