@@ -28,9 +28,9 @@ def _no_cluster() -> str | None:
     if not shutil.which("sinfo"):
         return "no SLURM here (`sinfo` not found; scripts/slurm_local.sh start installs and starts one)"
     try:
-        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=20)
+        r = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
-        return "`sinfo` did not answer in 20 s"
+        return "`sinfo` did not answer in 10 s (no SLURM controller; scripts/slurm_local.sh start starts one)"
     states = r.stdout.split()
     if r.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states):
         why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"node states {states}"
@@ -38,8 +38,9 @@ def _no_cluster() -> str | None:
     return None
 
 
+NO_CLUSTER = _no_cluster()
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm"),
-              pytest.mark.skipif(_no_cluster() is not None, reason=str(_no_cluster()))]
+              pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))]
 
 # tiny jobs: ~1 s of training per 100 steps on one core; `-m` sweeps through hydra/launcher=slurm
 TINY = ["progress=false", "task.test_size=64", "task.val_size=64", "cell.hidden_size=16",
@@ -158,7 +159,7 @@ def test_failed_job_is_one_line_naming_its_log(tmp_path):
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 1, out[-3000:]
     line = next((ln for ln in out.splitlines() if "job 1 failed:" in ln), None)
-    assert line and "UnpicklingError" in line, out[-3000:]
+    assert line and "UnpicklingError" in line and "1 of 1 jobs failed: job 1" in out, out[-3000:]
     log_file = Path(line.rsplit("log: ", 1)[1].strip())
     assert log_file.exists(), line
     assert "Traceback" not in out, out[-3000:]

@@ -56,12 +56,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             ret, reason = self._result(job)
             if reason is not None:
                 log_file = Path(job.paths.stdout)
-                failed.append(f"job {num} ({job.job_id}): {reason}")
+                failed.append(f"job {num} ({job.job_id})")
                 log.error("job %d failed: %s (%s); log: %s", num, " ".join(overrides), reason, log_file)
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
             returns.append(ret)
         if failed:
-            error = JobsFailed(f"{len(failed)} of {len(jobs)} jobs failed: " + "; ".join(failed))
+            error = JobsFailed(f"{len(failed)} of {len(jobs)} jobs failed: {', '.join(failed)} (why: the lines above)")
             for ret in returns:
                 if ret.status == JobStatus.FAILED:
                     ret._return_value = error
