@@ -5,6 +5,7 @@ the node has the machine's cores, so at most that many jobs (one core each) run 
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -120,7 +121,11 @@ def _interrupted_then_resumed(tmp_path, interrupt, steps: int, *args: str) -> st
     logs = job_logs(tmp_path)
     assert re.search(r"interrupted by SIG\w+ at step \d+", logs), logs[-3000:]
     assert "resuming from" in logs, logs[-3000:]
-    one_full_row(tmp_path, steps)
+    row = one_full_row(tmp_path, steps)
+    stamps = {kind: [dt.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f") for t in
+                     re.findall(rf"^\[([^]]+)\]\[gapbench\]\[\w+\] - {kind} copy-", logs, re.M)] for kind in ("start", "end")}
+    last_segment = (stamps["end"][-1] - stamps["start"][-1]).total_seconds()
+    assert row.wall_s > last_segment + 0.5, (row.wall_s, last_segment)  # the earlier segment counts too
     return out
 
 
@@ -164,3 +169,32 @@ def test_failed_job_is_one_line_naming_its_log(tmp_path):
     assert log_file.exists(), line
     assert "Traceback" not in out, out[-3000:]
     assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def _node_cpus() -> int:
+    return int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
+
+
+@pytest.mark.parametrize("partition", ["debug", "grace"])  # scripts/slurm_local.sh: GraceTime=0 and GraceTime=60
+def test_preempted_job_is_requeued_and_resumes(tmp_path, partition):
+    """A job of the `high` partition needs the whole node: the running job is pre-empted (SIGTERM)."""
+
+    def preempt(job):
+        subprocess.run(["sbatch", "-p", "high", "-c", str(_node_cpus()), "--mem=100M", "-J", "gb-high",
+                        "-o", str(tmp_path / "high.out"), "--wrap", "sleep 2"], check=True, capture_output=True)
+
+    out = _interrupted_then_resumed(tmp_path, preempt, 2000, f"hydra.launcher.partition={partition}")
+    assert "failed" not in out, out[-2000:]
+
+
+def test_scancel_cancels_without_requeue(tmp_path):
+    name = "gb-" + uuid.uuid4().hex[:8]
+    p = sweep(tmp_path, "cell=lstm", "gap=10", "trainer.max_steps=5000", "checkpoint_every=50", name=name)
+    job = wait_for("the job to run", lambda: job_of(name))
+    wait_for("its first checkpoint", lambda: list(tmp_path.glob("jobs/*/last.ckpt")))
+    subprocess.run(["scancel", job], check=True)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 1, out[-3000:]
+    line = next((ln for ln in out.splitlines() if "job 1 failed:" in ln), "")
+    assert "interrupted by SIGTERM" in line and "CANCELLED" in line, out[-3000:]
+    assert "Restarts=0" in scontrol("show", "job", job) and not list((tmp_path / "runs").glob("*.json"))

@@ -76,7 +76,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             ret = job.results()[0]
         except UncompletedJobError:
             out, err = _read(Path(job.paths.stdout)), _read(Path(job.paths.stderr))
-            return None, failure_reason(out, err) or f"ended {job.state} without a result"
+            reason, state = failure_reason(out, err), job.state
+            return None, f"{reason} (SLURM: {state})" if reason else f"ended {state} without a result"
         if ret.status == JobStatus.FAILED:
             e = ret._return_value
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""

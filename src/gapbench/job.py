@@ -36,7 +36,8 @@ log = logging.getLogger("gapbench")
 # Lightning advertises its cloud logger on every Trainer: one line of noise per job in a sweep.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
-# Keys that change how a job is shown or stored, never what it computes: left out of the config hash.
+# Keys that change how a job is shown or stored, never what it computes (threads: only the rounding of
+# CPU sums, like the device; docs/report.md, Conditions): left out of the config hash.
 PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb",
                      "verbose", "eval_only", "ckpt_path"}
 PROGRESS_EVERY = 10  # progress=true: redraw the bar every 10 steps (a redraw costs ~0.2 ms on this CPU)
@@ -314,17 +315,17 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     solved = StopWhenSolved(task, stop=bool(cfg.get("stop_when_solved", False)))
+    clock = jobstate.WallClock(earlier=parent is None)
     trainer = L.Trainer(
         **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
         plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
-                   probe, solved, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
+                   probe, solved, clock, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
                    *([StepProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
     started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
     status, diverged_at, error = "finished", None, None
     try:
         try:
@@ -349,7 +350,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             if module.val_step != trainer.global_step:  # the row's val_score is the final model's
                 trainer.validate(module, datamodule=TaskData(task), verbose=False)
             trainer.test(module, datamodule=TaskData(task), verbose=False)
-        wall_s = time.perf_counter() - t0
+        wall_s = clock.seconds()  # over every segment of a resumed job
         metrics = module.test_metrics
         row = {
             "run_id": run_id, "sweep_id": sweep_id, "task": cfg.task.name, "cell": cfg.cell.name,
