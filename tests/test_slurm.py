@@ -130,7 +130,7 @@ def _interrupted_then_resumed(tmp_path, interrupt, steps: int, *args: str) -> st
 
 
 def test_scontrol_requeue_resumes_from_the_checkpoint(tmp_path):
-    _interrupted_then_resumed(tmp_path, lambda job: scontrol("requeue", job), 2000)
+    _interrupted_then_resumed(tmp_path, lambda job: scontrol("requeue", job), 800)
 
 
 def test_time_limit_saves_requeues_and_resumes(tmp_path):
@@ -148,12 +148,15 @@ def test_time_limit_saves_requeues_and_resumes(tmp_path):
 
 
 def test_two_identical_submissions_train_each_job_once(tmp_path):
-    args = ("cell=gru", "gap=10,20", "trainer.max_steps=300", "checkpoint_every=100")
-    first, second = sweep(tmp_path, *args), sweep(tmp_path, *args)
+    args = ("cell=gru", "gap=10", "trainer.max_steps=300", "checkpoint_every=100")
+    first, second = sweep(tmp_path, *args), sweep(tmp_path, *args)  # both jobs start at once
     finish(first), finish(second)
     df = load_runs(tmp_path)
-    assert sorted(df.gap) == [10, 20] and (df.status == "finished").all() and (df.steps == 300).all()
-    starts = re.findall(r"start (copy-gru-gap\d+-s0-\w+): up to", job_logs(tmp_path))
+    assert len(df) == 1 and (df.status == "finished").all() and (df.steps == 300).all()
+    assert len(list(tmp_path.glob("hydra/multirun/*"))) == 2, "each sweep has its own folder"
+    logs = job_logs(tmp_path)
+    assert re.search(r"is running elsewhere|skip copy-gru-gap10-s0-\w+: already finished", logs), logs[-3000:]
+    starts = re.findall(r"start (copy-gru-gap\d+-s0-\w+): up to", logs)
     assert sorted(starts) == sorted(set(starts)), f"a job trained twice: {starts}"
 
 
@@ -183,7 +186,7 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path, partition):
         subprocess.run(["sbatch", "-p", "high", "-c", str(_node_cpus()), "--mem=100M", "-J", "gb-high",
                         "-o", str(tmp_path / "high.out"), "--wrap", "sleep 2"], check=True, capture_output=True)
 
-    out = _interrupted_then_resumed(tmp_path, preempt, 2000, f"hydra.launcher.partition={partition}")
+    out = _interrupted_then_resumed(tmp_path, preempt, 800, f"hydra.launcher.partition={partition}")
     assert "failed" not in out, out[-2000:]
 
 

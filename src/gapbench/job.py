@@ -157,7 +157,28 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
                 "run_id": run_id, "sweep_id": sweep_id, "config": config},
     ))
+    _drop_logs_once_service_is_gone(run)
     return WandbLogger(experiment=run, save_dir=str(results_dir))
+
+
+def _drop_logs_once_service_is_gone(run) -> None:
+    """W&B logs through a service process. Under SLURM the SIGTERM of a pre-emption or requeue
+    reaches it too, and it exits before the job reaches its step boundary: every later `run.log`
+    (Lightning's metrics, the probe's charts) would fail on the lost connection and cost the job
+    its checkpoint. Those calls are dropped instead, with one warning; the job saves where it
+    stops, and when it resumes it continues the same W&B run."""
+    real, warned = run.log, []
+
+    def log_or_drop(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except OSError as e:
+            if not warned:
+                log.warning("W&B's service is gone (%s); this job logs no more to W&B until it is restarted",
+                            type(e).__name__)
+                warned.append(e)
+
+    run.log = log_or_drop
 
 
 WANDB_TIMEOUT_S = 15.0  # online W&B: how long to wait for the server before logging offline instead
@@ -340,9 +361,9 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
             raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
         except OSError:
-            # SLURM signals every process of a pre-empted or requeued job, W&B's service too, which exits
-            # at once: the job's next W&B call fails on the lost connection. It stops as asked, from its
-            # last checkpoint (one saved mid-step could repeat a step on resume)
+            # a W&B call other than run.log failed on the service SLURM's SIGTERM ended (see
+            # _drop_logs_once_service_is_gone): the job stops as asked, from its last checkpoint (one
+            # saved mid-step could repeat a step on resume)
             if stop.signum is None:
                 raise
             raise Stopped(stop.signum, trainer.global_step, saved=False) from None
@@ -399,6 +420,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             import wandb
             try:
                 wandb.finish()
-            except OSError:  # W&B's service is gone (see above); the resumed job continues its run
+            except OSError as e:  # W&B's service is gone (see above): the row is stored, the job ends as it would
                 if stop.signum is None:
-                    raise
+                    log.warning("W&B's service was gone at the end of the job (%s); its run may miss its last "
+                                "values", type(e).__name__)
