@@ -14,8 +14,8 @@ from pathlib import Path  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-import gapbench.help  # noqa: E402,F401  (resolvers used by `--help`)
-import gapbench.cluster  # noqa: E402,F401  (resolver used by hydra/launcher=slurm)
+import gapbench.config.help  # noqa: E402,F401  (resolvers used by `--help`)
+import gapbench.sweep.slurm  # noqa: E402,F401  (resolver used by hydra/launcher=slurm)
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -23,17 +23,17 @@ CONF = Path(__file__).resolve().parent / "conf"
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     # imported here, not above: torch, Lightning and W&B take seconds, and `--help` needs none of them
-    from gapbench.quiet import quiet
+    from gapbench.train.quiet import quiet
 
     quiet(cfg.verbose, wandb=cfg.logger.name == "wandb")
-    from gapbench import sweep_progress
-    from gapbench.job import run_job
+    from gapbench.sweep import progress as sweep_progress
+    from gapbench.train.job import run_job
     from gapbench.tasks import TaskError
-    from gapbench.validate import ConfigError
+    from gapbench.config.validate import ConfigError
 
     try:
         if cfg.eval_only:
-            from gapbench.evaluate import run_eval
+            from gapbench.train.evaluate import run_eval
 
             return run_eval(cfg)["score"]
         row = run_job(cfg)
@@ -46,12 +46,12 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     if sys.argv[1:] in (["--help"], ["-h"]):  # Hydra's help lists every group of its own first: ~3 s
-        print(gapbench.help.render())
+        print(gapbench.config.help.render())
         sys.exit(0)
-    from gapbench.preflight import preflight
+    from gapbench.config.preflight import preflight
 
     preflight(sys.argv[1:], CONF)
-    from gapbench.signals import forward_to_workers
+    from gapbench.train.signals import forward_to_workers
 
     forward_to_workers()  # SIGTERM/SIGINT stop a sweep's worker processes with it
     main()

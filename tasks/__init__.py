@@ -17,6 +17,8 @@ TASKS: dict[str, tuple[str, str]] = {
     "seq_mnist": ("gapbench.tasks.seq_mnist", "SeqMNIST"),
     "pmnist": ("gapbench.tasks.seq_mnist", "PermutedSeqMNIST"),
     "poly_music": ("gapbench.tasks.poly_music", "PolyMusic"),
+    "speech_digits": ("gapbench.tasks.speech_digits", "SpeechDigits"),
+    "captioning": ("gapbench.tasks.captioning", "Captioning"),
 }
 
 

@@ -2,7 +2,7 @@
 
 A task is built for one gap and one seed. It owns its data (generated or loaded), the model
 architecture around the cell under test (embedding, read-out, encoder-decoder), its loss, and
-how evaluation statistics reduce to metrics. `gapbench.lightning_module.GapModule` drives it through
+how evaluation statistics reduce to metrics. `gapbench.train.lightning_module.GapModule` drives it through
 Lightning:
 
     task = build_task("copy", gap=100, seed=0, batch_size=64, **opts)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapbench.readout import Tagger
+from gapbench.tasks.readout import Tagger
 from gapbench.tasks.base import SyntheticTask
 
 N_RECALL = 10        # symbols to remember

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from gapbench import text
+from gapbench.tasks import text
 from gapbench.tasks.base import TaskError
 from gapbench.tasks.lm_word import StreamLM
 

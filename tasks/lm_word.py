@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapbench import text
+from gapbench.tasks import text
 from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
 SPLITS = {"val": "valid", "test": "test"}

@@ -104,6 +104,13 @@ def check_path(path: str | None) -> Path:
     return p
 
 
+def check_option(task: str, path) -> Path:
+    """A task's `path` option naming MNIST (None: the prepared default): its type, then check_path."""
+    if path is not None and not isinstance(path, str):
+        raise TaskError(f"path={path!r} is invalid for task {task}: give a directory or file path, or null")
+    return check_path(path)
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     dims = _idx_header(path, magic)
     with _open(path) as f:

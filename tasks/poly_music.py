@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gapbench.readout import Tagger
+from gapbench.tasks.readout import Tagger
 from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
 KEYS = 88

@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gapbench.readout import Tagger
+from gapbench.tasks.readout import Tagger
 from gapbench.tasks.base import SyntheticTask, TaskError, check_int
 
 NOISE = 0

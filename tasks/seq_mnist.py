@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from gapbench.readout import Tagger
+from gapbench.tasks.readout import Tagger
 from gapbench.tasks import mnist_data
 from gapbench.tasks.base import Task, TaskError, check_int, seeded_generator
 
@@ -95,9 +95,7 @@ class SeqMNIST(Task):
         _check_int("val_size", val_size, 1, allow_none=True)
         _check_int("test_size", test_size, 1, allow_none=True)
         _check_int("eval_batch_size", eval_batch_size, 1)
-        if path is not None and not isinstance(path, str):
-            raise TaskError(f"path={path!r} is invalid for task {cls.name}: give a directory or file path, or null")
-        mnist_data.check_path(path)
+        mnist_data.check_option(cls.name, path)
 
     @classmethod
     def solved_threshold(cls, baseline):

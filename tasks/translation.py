@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gapbench import text
+from gapbench.tasks import text
 from gapbench.tasks.base import Task, TaskError, seeded_generator
 
 DEFAULT_CORPUS = "bible.en-es.tsv.gz"

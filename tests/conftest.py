@@ -7,6 +7,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Every test means the CPU (the suite must give the same results on a GPU host): no test sees a GPU,
+# and the jobs they start (run.py, accelerator=auto) run on the CPU too. The GPU is checked by
+# `python -m gapbench.perf.gpu_check` (docs/performance.md), never by a test.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 # W&B must never touch the home directory, in tests as in jobs.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from gapbench import bench, cells
+from gapbench.perf import bench
+from gapbench import cells
 from gapbench.cells import _bptt
 
 
@@ -56,7 +57,7 @@ def test_help_lists_the_options(capsys):
 
 
 def test_overhead_interleaves_job_and_bare_steps():
-    from gapbench import overhead
+    from gapbench.perf import overhead
 
     result = overhead.main(["--steps", "12", "--warmup", "3", "--repeats", "2",
                             "cell.hidden_size=8", "gap=3", "logger=none", "threads=1"])
@@ -68,7 +69,7 @@ def test_overhead_interleaves_job_and_bare_steps():
 
 
 def test_bench_reports_overhead(monkeypatch, capsys):
-    from gapbench import overhead
+    from gapbench.perf import overhead
 
     real = overhead.measure_overhead
     monkeypatch.setattr(overhead, "measure_overhead", lambda overrides, steps, repeats: real(
@@ -80,7 +81,7 @@ def test_bench_reports_overhead(monkeypatch, capsys):
 
 
 def test_thread_scaling_bound_covers_every_job_of_the_sweep():
-    from gapbench import overhead
+    from gapbench.perf import overhead
 
     b = overhead.thread_scaling(["cell=lstm,gru", "gap=3", "cell.hidden_size=8", "trainer.max_steps=7"],
                                 seconds=0.02, repeats=1)
@@ -91,7 +92,7 @@ def test_thread_scaling_bound_covers_every_job_of_the_sweep():
 
 
 def test_null_test_runs_the_clock_on_two_bare_loops():
-    from gapbench import overhead
+    from gapbench.perf import overhead
 
     r = overhead.main(["--null", "--steps", "10", "--warmup", "2", "cell.hidden_size=8", "gap=3", "threads=1"])
     assert r["null_test"] and r["steps"] == 10 and r["job_ms_per_step"] > 0 and r["bare_ms_per_step"] > 0

@@ -4,10 +4,11 @@ it to these tests without editing them. Each model's equations are tested in its
 import pytest
 import torch
 
-from gapbench import cells, probe
+from gapbench import cells
+from gapbench.train import probe
 from gapbench.cells import base
 from gapbench.tasks import build_task, task_class
-from gapbench.validate import ConfigError, check_pair
+from gapbench.config.validate import ConfigError, check_pair
 
 B, T, I, H = 2, 7, 3, 4
 ALL = cells.names()

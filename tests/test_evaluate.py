@@ -4,8 +4,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from gapbench.evaluate import CONFIG_KEY, evaluate
-from gapbench.job import run_job
+from gapbench.train.evaluate import CONFIG_KEY, evaluate
+from gapbench.train.job import run_job
 from gapbench.results import load_runs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -45,7 +45,7 @@ def test_debug_runs_write_no_row(tmp_path):
 def test_what_is_not_a_measurement():
     from hydra.core.hydra_config import HydraConfig
 
-    from gapbench.measurement import not_a_measurement
+    from gapbench.train.measurement import not_a_measurement
 
     def reason(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

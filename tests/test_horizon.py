@@ -10,10 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from gapbench.horizon_search import HorizonSearch
-from gapbench.job import config_hash, run_job
-from gapbench.stopping import StopWhenSolved
-from gapbench.validate import ConfigError, check_config
+from gapbench.sweep.horizon_search import HorizonSearch
+from gapbench.train.job import config_hash, run_job
+from gapbench.train.stopping import StopWhenSolved
+from gapbench.config.validate import ConfigError, check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -108,9 +108,9 @@ def solved_below_7(self, trainer, pl_module):
 def test_horizon_sweeper_brackets_and_a_killed_search_resumes_without_retraining(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(StopWhenSolved, "on_validation_end", solved_below_7)
     run_py = load_run_py()
-    import gapbench.job
+    import gapbench.train.job
 
-    real, calls = gapbench.job.run_job, []  # run.py's main imports it at call time
+    real, calls = gapbench.train.job.run_job, []  # run.py's main imports it at call time
 
     def killed_at_the_fourth_job(cfg):
         calls.append(int(cfg.gap))
@@ -120,14 +120,14 @@ def test_horizon_sweeper_brackets_and_a_killed_search_resumes_without_retraining
 
     args = ["task=adding", "cell=rnn,gru", "gap=4", "cell.hidden_size=4", "trainer.max_steps=20",
             "trainer.val_check_interval=10", "sweep_id=hz", f"results_dir={tmp_path}", *TINY]
-    monkeypatch.setattr(gapbench.job, "run_job", killed_at_the_fourth_job)
+    monkeypatch.setattr(gapbench.train.job, "run_job", killed_at_the_fourth_job)
     with pytest.raises(KeyboardInterrupt):
         multirun(monkeypatch, run_py, *args)
     runs = tmp_path / "runs"
     first = {p.name: json.loads(p.read_text())["finished_at"] for p in runs.glob("*.json")}
     assert len(first) == 3  # round 1 (gap 4, both cells) and the first job of round 2
 
-    monkeypatch.setattr(gapbench.job, "run_job", real)
+    monkeypatch.setattr(gapbench.train.job, "run_job", real)
     multirun(monkeypatch, run_py, *args)
     out = capsys.readouterr().out
     assert "cell=rnn: gap 8 failed -> bracket [4, 8), next gap 6" in out
@@ -158,7 +158,7 @@ def test_horizon_sweeper_refuses_a_task_without_a_continuous_gap(tmp_path, monke
 
 
 def test_the_comparison_grid_has_the_search_resolution():
-    from gapbench.horizon_cost import grid_gaps
+    from gapbench.analysis.horizon_cost import grid_gaps
 
     gaps = grid_gaps(1, 2000, 1.5)
     assert gaps[0] == 1 and gaps[-2] < 2000 <= gaps[-1]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gapbench.job import run_job
+from gapbench.train.job import run_job
 from gapbench.results import load_runs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -13,8 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gapbench import jobstate, signals
-from gapbench.job import run_job
+from gapbench.train import jobstate, signals
+from gapbench.train.job import run_job
 from gapbench.results import load_runs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gapbench import cells, optim
+from gapbench import cells
+from gapbench.train import optim
 from gapbench.tasks.base import TaskError
 from gapbench.tasks.lm_char import CharLM
 from gapbench.tasks.lm_word import WordLM
@@ -179,8 +180,8 @@ def test_standard_protocol_job_end_to_end_and_checkpoint_hooks(tmp_path):
     the full-stream one; the carried state goes into checkpoints and comes back from them."""
     from hydra import compose, initialize_config_dir
 
-    from gapbench.job import make_model, make_task, run_job
-    from gapbench.lightning_module import GapModule
+    from gapbench.train.job import make_model, make_task, run_job
+    from gapbench.train.lightning_module import GapModule
 
     corpus = write_corpus(tmp_path / "c")
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):

@@ -1,4 +1,4 @@
-"""Learning rates selected on validation (gapbench.lr_selection) and used by the horizon sweeper."""
+"""Learning rates selected on validation (gapbench.analysis.lr_selection) and used by the horizon sweeper."""
 import json
 import subprocess
 import sys
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from test_horizon import TINY, load_run_py, multirun, solved_below_7
 
-from gapbench import lr_selection
-from gapbench.stopping import StopWhenSolved
+from gapbench.analysis import lr_selection
+from gapbench.train.stopping import StopWhenSolved
 
 
 def rows(sweep="pilot"):
@@ -47,7 +47,7 @@ def test_a_tie_on_the_score_is_broken_by_the_lower_validation_loss():
 
 def test_unknown_sweep_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "runs").mkdir()
-    p = subprocess.run([sys.executable, "-m", "gapbench.lr_selection", "--results", str(tmp_path),
+    p = subprocess.run([sys.executable, "-m", "gapbench.analysis.lr_selection", "--results", str(tmp_path),
                         "--sweep", "nope", "--out", str(tmp_path / "sel.json")], capture_output=True, text=True)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "nope" in p.stderr
     assert not (tmp_path / "sel.json").exists()
@@ -58,7 +58,7 @@ def test_the_command_writes_the_selection_and_its_table(tmp_path):
 
     for i, row in rows().iterrows():
         results.append_run(tmp_path, {**row.to_dict(), "run_id": f"r{i}"})
-    p = subprocess.run([sys.executable, "-m", "gapbench.lr_selection", "--results", str(tmp_path),
+    p = subprocess.run([sys.executable, "-m", "gapbench.analysis.lr_selection", "--results", str(tmp_path),
                         "--sweep", "pilot", "--out", str(tmp_path / "sel.json")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert lr_selection.read(tmp_path / "sel.json")["cells"]["lstm"]["selected"] == 0.003

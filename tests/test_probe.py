@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gapbench import cells
-from gapbench.probe import measure
+from gapbench.train.probe import measure
 from gapbench.tasks import build_task
 
 

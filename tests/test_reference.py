@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gapbench import report, results, seed_stability
+from gapbench import report, results
+from gapbench.analysis import seed_stability
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "reference" / "horizons"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gapbench.preflight import check_command_line
+from gapbench.config.preflight import check_command_line
 from gapbench.results import load_runs
 
 from conftest import ROOT

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gapbench import results
-from gapbench.results_cli import main
+from gapbench.results.cli import main
 
 
 def _row(task, cell, gap, seed, score, steps=100, sweep="s1", status="finished"):

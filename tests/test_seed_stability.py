@@ -1,4 +1,4 @@
-"""gapbench.seed_stability: the seed-drop test and its simulation with more seeds."""
+"""gapbench.analysis.seed_stability: the seed-drop test and its simulation with more seeds."""
 import math
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gapbench import seed_stability as ss
-from gapbench import stats
+from gapbench.analysis import seed_stability as ss
+from gapbench.analysis import stats
 
 STORE = str(Path(__file__).resolve().parents[1] / "reference" / "horizons")
 SEARCH = {"start": 20, "min_gap": 2, "max_gap": 320, "factor": 1.5, "grow": 2.0}

@@ -1,11 +1,11 @@
-"""gapbench.stats against cases worked out by hand."""
+"""gapbench.analysis.stats against cases worked out by hand."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gapbench import stats
+from gapbench.analysis import stats
 
 
 def test_t_interval_by_hand():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gapbench.job import make_model, make_task
-from gapbench.validate import check_config
+from gapbench.train.job import make_model, make_task
+from gapbench.config.validate import check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BUDGET = {"copy": 16e3, "adding": 70e3, "lm_word": 13e6, "lm_char": 3e6}  # Table 1's model sizes

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from gapbench import text
+from gapbench.tasks import text
 from gapbench.tasks import lm_char, lm_word, translation
 from gapbench.tasks.base import TaskError
 from gapbench.tasks.lm_char import CharLM

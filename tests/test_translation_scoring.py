@@ -3,7 +3,7 @@ signature), <unk> kept, detokenised hypotheses, one model tested on every bucket
 import pytest
 import torch
 
-from gapbench import text
+from gapbench.tasks import text
 from gapbench.tasks import translation
 from gapbench.tasks.translation import Translation, detokenize
 

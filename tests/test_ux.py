@@ -7,9 +7,9 @@ import sys
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gapbench import help as gb_help
-from gapbench import sweep_progress
-from gapbench.preflight import check_command_line
+from gapbench.config import help as gb_help
+from gapbench.sweep import progress as sweep_progress
+from gapbench.config.preflight import check_command_line
 
 from conftest import ROOT
 
@@ -50,7 +50,7 @@ def test_eval_and_ckpt_path_refused_alone(tmp_path):
 
 
 def test_threads_above_the_cores_are_capped_with_one_line(caplog):
-    from gapbench.job import _threads, cpu_cores
+    from gapbench.train.job import _threads, cpu_cores
 
     caplog.set_level(logging.WARNING, logger="gapbench")
     assert _threads(OmegaConf.create({"threads": 999})) == cpu_cores()

@@ -1,4 +1,4 @@
-"""The horizon sweeper: one gapbench.horizon_search.HorizonSearch per combination of the swept keys
+"""The horizon sweeper: one gapbench.sweep.horizon_search.HorizonSearch per combination of the swept keys
 (cell x seed x ...), all advanced together, one round of jobs at a time, through the configured
 launcher (basic, joblib, slurm). Every job is an ordinary gapbench job, so a finished one is skipped
 when the search is run again: a killed search resumes where it stopped and retrains nothing.
@@ -26,7 +26,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from gapbench.horizon_search import HorizonSearch
+from gapbench.sweep.horizon_search import HorizonSearch
 
 HORIZONS = "horizons"
 
@@ -131,7 +131,7 @@ class HorizonSweeper(Sweeper):
         """The learning-rate selection of hydra.sweeper.lr_from (None without one); read once per sweep."""
         if not self.lr_from:
             return None
-        from gapbench import lr_selection
+        from gapbench.analysis import lr_selection
 
         try:
             return lr_selection.read(self.lr_from)
@@ -155,7 +155,7 @@ class HorizonSweeper(Sweeper):
     def _row(self, ret: JobReturn) -> dict[str, Any]:
         from gapbench import results  # imports pandas: not at module level (see _search_for)
 
-        from gapbench.job import job_run_id
+        from gapbench.train.job import job_run_id
 
         _ = ret.return_value  # raises the job's own exception if it failed
         run_id = job_run_id(ret.cfg)

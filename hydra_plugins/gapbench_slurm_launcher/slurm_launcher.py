@@ -1,7 +1,7 @@
 """Hydra's submitit SLURM launcher as gapbench uses it (`hydra/launcher=slurm`): it waits for every
 job of the sweep, reports each failed job in one line (the job's own reason and its log file) and
 shows submitit's repeated `sacct` warning once (every one with `verbose=true`). Launcher values that
-cannot work are refused before submission (`gapbench.cluster.launcher_problem`).
+cannot work are refused before submission (`gapbench.sweep.slurm.launcher_problem`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from gapbench.cluster import failure_reason, launcher_problem
+from gapbench.sweep.slurm import failure_reason, launcher_problem
 
 log = logging.getLogger("gapbench")
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from gapbench import cells as cell_registry
-from gapbench import conditions, lr_selection, stats
+from gapbench.config import conditions
+from gapbench.analysis import lr_selection, stats
 from gapbench import tasks as task_registry
 
 # -- names and "solved" criteria come from the components themselves (Task / cell metadata) -------
@@ -125,7 +126,7 @@ def cell_order(cells: Iterable[str]) -> list[str]:
 # -- aggregation ---------------------------------------------------------------------------------
 def prepare(runs: pd.DataFrame) -> pd.DataFrame:
     """Types the store's columns (numbers as numbers, gap/seed as int), drops rows with no task and
-    (re)computes each row's `condition` from its `cfg.*` columns (gapbench.conditions)."""
+    (re)computes each row's `condition` from its `cfg.*` columns (gapbench.config.conditions)."""
     df = runs.copy()
     for col in NUMERIC:
         if col in df:

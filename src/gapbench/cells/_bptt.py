@@ -1,5 +1,5 @@
 """Fast paths for the hand-written cells: a custom autograd.Function per cell with hand-written
-backpropagation through time. Measurements and what did not work: docs/performance.md.
+backpropagation through time. Measurements and what did not work: docs/development/performance_log.md.
 
 Autograd over a Python loop records ~10 small ops per step and replays them one by one; on the
 2-core CPU that is 1.3-2x slower than nn.LSTM, which runs oneDNN's fused RNN kernel there. Here
@@ -40,7 +40,7 @@ def _onednn_ok() -> bool:
 
 
 ONEDNN = _onednn_ok()
-USE_ONEDNN = True  # switch for measurements (gapbench.bench --no-onednn)
+USE_ONEDNN = True  # switch for measurements (gapbench.perf.bench --no-onednn)
 
 
 def _use_onednn(t: torch.Tensor) -> bool:

@@ -2,9 +2,20 @@
 that does only the recurrent part. `step` is the same math for a single x_t.
 
 Two implementations of forward(), chosen by the `impl` option:
-* "bptt" (default): a custom autograd.Function with hand-written backpropagation through time
-  (gapbench.cells._bptt), about 1.5-2x faster than autograd on CPU; see docs/performance.md.
+* "bptt" (default): the fast path. On CPU a custom autograd.Function with hand-written
+  backpropagation through time (gapbench.cells._bptt), about 1.5-2x faster than autograd there; on
+  CUDA, for a cell that defines `pointwise`, that function compiled into fused kernels with the
+  recurrent matmul outside and a CUDA graph over the sequence (gapbench.cells._cuda); see
+  docs/performance.md.
 * "autograd": the plain loop over `recur` below, differentiated by autograd (the reference).
+
+What a subclass provides: `n_input_blocks` (H-sized blocks of the input projection), `matmul_blocks`
+and `title` (cells.base), its parameters in `__init__` (`weight_ih` and `bias` come from here, the
+recurrent matrix is `weight_hh`), `initial_state` where the state is not one tensor h, and its step:
+either `pointwise(z, state)`, the elementwise work after the recurrent matmul z = x_proj + h @ W_hh^T
+(then `recur` is derived and the CUDA fast path applies), or `recur(x_proj, state)` itself where a step
+is not one matmul followed by elementwise work. `fast_forward` (a hand-written backward for the CPU)
+is optional: without it declare `impl: Impl = "autograd"` as the default.
 """
 from __future__ import annotations
 
@@ -15,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from gapbench.cells import _cuda
 from gapbench.cells.base import SequenceModel
 
 Impl = Literal["bptt", "autograd"]  # the `impl` option of the hand-written cells
@@ -44,9 +56,22 @@ class LoopCell(SequenceModel):
     def project(self, x):
         return x @ self.weight_ih.T + self.bias
 
+    def pointwise(self, z, state, gates=None):
+        """The step after its recurrent matmul, z = x_proj + h @ W_hh^T with h = the state's first
+        tensor: (h_t, new_state). A cell defining it gets `recur` and the CUDA fast path from it."""
+        raise NotImplementedError
+
+    @property
+    def cuda_pointwise(self) -> bool:
+        """Whether a step is exactly one recurrent matmul then `pointwise` (gapbench.cells._cuda)."""
+        return type(self).pointwise is not LoopCell.pointwise
+
     def recur(self, x_proj, state, gates=None):
         """One step given the input projection of x_t: (h_t, new_state)."""
-        raise NotImplementedError
+        if not self.cuda_pointwise:
+            raise NotImplementedError(f"{type(self).__name__} defines neither `pointwise` nor `recur`")
+        h = state[0] if isinstance(state, tuple) else state
+        return self.pointwise(x_proj + h @ self.weight_hh.T, state, gates)
 
     def step(self, x, state, gates=None):
         return self.recur(self.project(x), state, gates)
@@ -62,6 +87,8 @@ class LoopCell(SequenceModel):
         if state is None:
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
         if self.impl == "bptt":
+            if x.is_cuda and _cuda.FAST and self.cuda_pointwise:
+                return _cuda.pointwise_sequence(self, x, state)
             return self.fast_forward(x, state)
         return self.autograd_forward(x, state)
 

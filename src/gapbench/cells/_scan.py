@@ -38,7 +38,7 @@ class LogScan(torch.autograd.Function):
         dL/dlog b_t = lambda_t b_t = lambda_t (h_t - a_t h_{t-1}),  dL/dlog a_t = lambda_t a_t h_{t-1},
         dL/dh_0 = a_1 lambda_1.
     Autograd through torch.logcumsumexp instead runs two more logcumsumexps, flips and negations
-    over [B, T, H]: 60% of a forward+backward at T = 1000 in a CPU profile (docs/performance.md)."""
+    over [B, T, H]: 60% of a forward+backward at T = 1000 in a CPU profile (docs/development/performance_log.md)."""
 
     @staticmethod
     def forward(ctx, log_a, log_b, h0):

@@ -29,8 +29,8 @@ Cost hooks (classmethods, so they run before anything is allocated):
 * `activation_bytes(batch, seq_len, hidden_size, bytes_per_value=4, **options)`: memory kept for
   the backward pass of one layer; the memory check of `validate.check_config` uses it.
 * `matmul_flops(batch, seq_len, input_size, hidden_size, **options)`: matmul FLOPs of one
-  forward + backward pass of one layer (backward = 2 x forward); `gapbench.bench` reports GFLOP/s from it.
-* `bench_runs()`: the option sets `gapbench.bench` measures side by side (default: the defaults only;
+  forward + backward pass of one layer (backward = 2 x forward); `gapbench.perf.bench` reports GFLOP/s from it.
+* `bench_runs()`: the option sets `gapbench.perf.bench` measures side by side (default: the defaults only;
   e.g. the scan cells add their sequential loop, Greff's LSTM one run per variant).
 
 The recurrent defaults of both hooks read two class attributes: `matmul_blocks = (input, recurrent)`,
@@ -149,6 +149,13 @@ class SequenceModel(nn.Module):
     fused: ClassVar[bool] = False
     matmul_blocks: ClassVar[tuple[int, int]] = (0, 0)
     saved_per_step: ClassVar[int] = 12  # the LSTM family's gates, cell states and their nonlinearities, read-out
+
+    def __call__(self, *args, **kwargs):
+        from gapbench.cells import _cuda
+
+        if args and len(args) + len(kwargs) <= 2 and set(kwargs) <= {"state"} and _cuda.graphable(self, args[0]):
+            return _cuda.graph_call(self, *args, **kwargs)  # training on a GPU: the sequence from a CUDA graph
+        return super().__call__(*args, **kwargs)
 
     @classmethod
     def activation_bytes(cls, batch: int, seq_len: int, hidden_size: int, bytes_per_value: int = 4, **options) -> int:

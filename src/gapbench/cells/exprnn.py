@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from gapbench.cells import _cuda
 from gapbench.cells.base import SequenceModel
 
 
@@ -68,13 +69,25 @@ class ExpRNN(SequenceModel):
     def initial_state(self, batch, device=None, dtype=None):
         return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype or self.bias.dtype)
 
-    def step(self, x, h, gates=None):
-        h = modrelu(self.input_kernel(x) + h @ self.weight_hh.T, self.bias)
+    def pointwise(self, z, h, gates=None):
+        """The step after its recurrent matmul z = W x + B h (cells._cuda's fast path)."""
+        h = modrelu(z, self.bias)
         return h, h
 
+    def step(self, x, h, gates=None):
+        return self.pointwise(self.input_kernel(x) + h @ self.weight_hh.T, h)
+
     def forward(self, x, state=None):
+        return self.forward_with(x, state, *self.graph_inputs())
+
+    def graph_inputs(self):
+        return (self.weight_hh,)  # one matrix exponential per forward, outside a CUDA graph (cells._cuda)
+
+    def forward_with(self, x, state, weight_hh):
+        if x.is_cuda and _cuda.FAST:
+            return _cuda.run_pointwise(self, self.input_kernel(x), weight_hh, state, [self.bias])
         h = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
-        B_t = self.weight_hh.T  # one matrix exponential per forward
+        B_t = weight_hh.T
         outs = []
         for xp_t in self.input_kernel(x).unbind(1):
             h = modrelu(torch.addmm(xp_t, h, B_t), self.bias)

@@ -32,9 +32,9 @@ class CIFGLSTM(LoopCell):
         h = super().initial_state(batch, device, dtype)
         return h, torch.zeros_like(h)
 
-    def recur(self, x_proj, state, gates=None):
-        h, c = state
-        i, g, o = (x_proj + h @ self.weight_hh.T).chunk(3, -1)
+    def pointwise(self, z, state, gates=None):
+        _, c = state
+        i, g, o = z.chunk(3, -1)
         i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
         f = 1 - i
         c = f * c + i * g

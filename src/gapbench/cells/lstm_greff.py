@@ -276,13 +276,22 @@ class GreffLSTM(LoopCell):
     def _peep(self, name):
         return self.peephole[self.spec.peeps.index(name)] if name in self.spec.peeps else 0.0
 
+    @property
+    def cuda_pointwise(self) -> bool:
+        return not self.spec.full_recurrence  # FGR's gates also go through a second matmul (recur)
+
     def recur(self, x_proj, state, gates=None):
+        z = x_proj + state[0] @ self.weight_hh.T
+        if self.spec.full_recurrence:  # [i, f, o]_{t-1} reach the i, f, o blocks; z's block gets none
+            H = self.hidden_size
+            r = state[2] @ self.weight_gg.T
+            z = z + torch.cat([r[:, :2 * H], torch.zeros_like(r[:, :H]), r[:, 2 * H:]], -1)
+        return self.pointwise(z, state, gates)
+
+    def pointwise(self, z, state, gates=None):
         spec = self.spec
-        h, c, *a = state
-        pre = dict(zip(spec.blocks, (x_proj + h @ self.weight_hh.T).chunk(len(spec.blocks), -1)))
-        if spec.full_recurrence:
-            for n, r in zip("ifo", (a[0] @ self.weight_gg.T).chunk(3, -1)):
-                pre[n] = pre[n] + r
+        _, c, *_ = state
+        pre = dict(zip(spec.blocks, z.chunk(len(spec.blocks), -1)))
         z = torch.tanh(pre["z"]) if spec.input_act else pre["z"]
         i = torch.sigmoid(pre["i"] + self._peep("i") * c) if spec.input_gate else None
         if spec.coupled:

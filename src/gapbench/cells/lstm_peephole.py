@@ -32,10 +32,10 @@ class PeepholeLSTM(LoopCell):
         h = super().initial_state(batch, device, dtype)
         return h, torch.zeros_like(h)
 
-    def recur(self, x_proj, state, gates=None):
-        h, c = state
+    def pointwise(self, z, state, gates=None):
+        _, c = state
         p_i, p_f, p_o = self.peephole
-        i, f, g, o = (x_proj + h @ self.weight_hh.T).chunk(4, -1)
+        i, f, g, o = z.chunk(4, -1)
         i = torch.sigmoid(i + p_i * c)
         f = torch.sigmoid(f + p_f * c)
         c = f * c + i * torch.tanh(g)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gapbench.cells import _cuda
 from gapbench.cells._scan import g, log_g, scan_log
 from gapbench.cells.base import SequenceModel
 
@@ -42,19 +43,25 @@ class MinGRU(SequenceModel):
     def initial_state(self, batch, device=None, dtype=None):
         return torch.zeros(batch, self.hidden_size, device=device, dtype=dtype or self.linear.weight.dtype)
 
-    def step(self, x, h, gates=None):
-        k, v = self.linear(x).chunk(2, -1)
+    def pointwise(self, kv, h, gates=None):
+        """One step from the input projection [k, v] of x_t (no recurrent matmul)."""
+        k, v = kv.chunk(2, -1)
         z = torch.sigmoid(k)
         h = (1 - z) * h + z * g(v)
         if gates is not None:
             gates.update(update=z)
         return h, h
 
+    def step(self, x, h, gates=None):
+        return self.pointwise(self.linear(x), h, gates)
+
     def forward(self, x, state=None):
         k, v = self.linear(x).chunk(2, -1)
         if self.impl == "scan":
             h = scan_log(-F.softplus(k), -F.softplus(-k) + log_g(v), state)
             return h, h[:, -1]
+        if x.is_cuda and _cuda.FAST:  # the loop as fused compiled steps (cells._cuda)
+            return _cuda.run_pointwise(self, torch.cat([k, v], -1), None, state, [])
         h = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
         outs = []
         for k_t, v_t in zip(k.unbind(1), v.unbind(1)):

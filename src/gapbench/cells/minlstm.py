@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gapbench.cells import _cuda
 from gapbench.cells._scan import g, log_g, scan_log
 from gapbench.cells.base import SequenceModel
 
@@ -47,13 +48,17 @@ class MinLSTM(SequenceModel):
         f, i = torch.sigmoid(k_f), torch.sigmoid(k_i)
         return f / (f + i), i / (f + i)
 
-    def step(self, x, h, gates=None):
-        k_f, k_i, v = self.linear(x).chunk(3, -1)
+    def pointwise(self, kkv, h, gates=None):
+        """One step from the input projection [k_f, k_i, v] of x_t (no recurrent matmul)."""
+        k_f, k_i, v = kkv.chunk(3, -1)
         f, i = self._gates(k_f, k_i)
         h = f * h + i * g(v)
         if gates is not None:
             gates.update(forget=f, input=i)
         return h, h
+
+    def step(self, x, h, gates=None):
+        return self.pointwise(self.linear(x), h, gates)
 
     def forward(self, x, state=None):
         k_f, k_i, v = self.linear(x).chunk(3, -1)
@@ -61,6 +66,8 @@ class MinLSTM(SequenceModel):
             d = F.softplus(-k_f) - F.softplus(-k_i)
             h = scan_log(-F.softplus(d), -F.softplus(-d) + log_g(v), state)
             return h, h[:, -1]
+        if x.is_cuda and _cuda.FAST:  # the loop as fused compiled steps (cells._cuda)
+            return _cuda.run_pointwise(self, torch.cat([k_f, k_i, v], -1), None, state, [])
         h = self.initial_state(x.shape[0], x.device, x.dtype) if state is None else state
         outs = []
         for kf_t, ki_t, v_t in zip(k_f.unbind(1), k_i.unbind(1), v.unbind(1)):

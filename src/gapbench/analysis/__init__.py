@@ -1,0 +1,1 @@
+"""Statistics and the analyses over a results store: rate selection, horizons, seed stability."""

@@ -1,0 +1,1 @@
+"""Checks before any job (validate, preflight), what makes a condition, and `--help`."""

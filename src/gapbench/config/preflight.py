@@ -1,0 +1,247 @@
+"""Check every job of a command line before Hydra starts any of them.
+
+Hydra reports a bad group choice or key in several lines and only when the job that has it
+starts; a sweep should instead refuse at once, with one line, before it writes anything.
+
+A sweep is checked without expanding its whole product: Hydra composes one job per combination
+of config-group choices (cell, task, ...); on each, every value of every other swept key is
+checked one at a time, plus the job with the largest value of each numeric swept key (memory
+grows with all of them). A 1,000-job sweep is checked in seconds, and no value goes unchecked.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from gapbench.sweep.slurm import launcher_problem, requested_machine
+from gapbench.tasks import TaskError
+from gapbench.config.validate import ConfigError, check_config, judging, plain
+
+GROUPS = ("cell", "task", "logger", "trainer", "experiment", "hydra/launcher", "hydra/sweeper")
+MAX_CHECKED = 2000  # _expand: the first jobs of a sweep, for per-job measurements
+MAX_GROUP_COMBINATIONS = 64  # beyond this, group choices too are varied one at a time
+ADDABLE = ("cell", "task", "trainer")  # +KEY=... is refused unless a cell, task or Lightning's Trainer reads KEY
+
+
+def _choices(group: str) -> list[str]:
+    """Options of a config group: our yaml files plus what plugins register (launchers)."""
+    return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
+def _expand(overrides: list[str]) -> list[list[str]]:
+    """Every job of a sweep as its override list (the full product, at most MAX_CHECKED): for
+    callers that need each job (gapbench.perf.overhead's per-job timings), not for checking."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    per_key = [[f"{o.get_key_element()}={v}" for v in _values(o)] if o.is_sweep_override() else [o.input_line]
+               for o in parsed]
+    return [list(c) for c in itertools.islice(itertools.product(*per_key), MAX_CHECKED)]
+
+
+def _values(o) -> list[str]:
+    if not o.is_sweep_override():
+        return [o.get_value_element_as_str()]
+    if GlobalHydra.instance().is_initialized():
+        o.config_loader = GlobalHydra.instance().config_loader()  # glob(...) sweeps list the group's options
+    return list(o.sweep_string_iterator())
+
+
+def _one(key_element: str, value: str):
+    return OverridesParser.create().parse_override(f"{key_element}={value}")
+
+
+def _apply(cfg: dict, o) -> None:
+    """Apply one parsed value override to a composed config (as plain containers) the way Hydra does;
+    its key exists: the sweep's first value went through Hydra's own composition."""
+    *parents, leaf = o.key_or_group.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+    if o.is_delete():
+        cfg.pop(leaf, None)
+    else:
+        value = o.value()
+        if isinstance(value, dict) and isinstance(cfg.get(leaf), dict):
+            cfg[leaf] = OmegaConf.to_container(OmegaConf.merge(cfg[leaf], value))
+        else:
+            cfg[leaf] = value
+
+
+def _interpolations(node) -> list[str]:
+    if isinstance(node, dict):
+        return [r for v in node.values() for r in _interpolations(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _interpolations(v)]
+    return [node] if isinstance(node, str) and "${" in node else []
+
+
+def _numeric(values: list[str]) -> list[float] | None:
+    try:
+        return [float(v) for v in values if v.lower() not in ("true", "false")] or None
+    except ValueError:
+        return None
+
+
+def _unknown_addition(o) -> str | None:
+    key = o.get_key_element()
+    if not (key.startswith("+") or key.startswith("++")):
+        return None
+    name = key.lstrip("+")
+    if name.startswith("hydra") or name in GROUPS or "/" in name:
+        return None
+    if name.split(".")[0] in ADDABLE and "." in name:
+        return None  # checked against the cell's or task's options and Lightning's Trainer
+    return (f"+{name} is not a key gapbench reads; new keys can be added only to cell, task (their options) "
+            f"or trainer (Lightning Trainer arguments); see `python run.py --help`")
+
+
+def _covering_jobs(ours: list[str]):
+    """(overrides composed by Hydra, [(parsed value overrides to apply on top)]) pairs."""
+    parsed = OverridesParser.create().parse_overrides(ours)
+    groups = [o for o in parsed if o.get_key_element().lstrip("+~") in GROUPS]
+    values = [o for o in parsed if o not in groups]
+    group_sets = [[f"{o.get_key_element()}={v}" for v in _values(o)] for o in groups]
+    if math.prod(len(g) for g in group_sets) <= MAX_GROUP_COMBINATIONS:
+        combos = [list(c) for c in itertools.product(*group_sets)]
+    else:
+        first = [g[0] for g in group_sets]
+        combos = [first] + [first[:i] + [v] + first[i + 1:] for i, g in enumerate(group_sets) for v in g[1:]]
+    firsts = [f"{o.get_key_element()}={_values(o)[0]}" if o.is_sweep_override() else o.input_line for o in values]
+    variations = [[_one(o.get_key_element(), v)] for o in values if o.is_sweep_override() for v in _values(o)[1:]]
+    largest = []
+    for o in values:
+        nums = _numeric(_values(o)) if o.is_sweep_override() else None
+        if nums and len(nums) > 1:
+            largest.append(_one(o.get_key_element(), _values(o)[nums.index(max(nums))]))
+    if len(largest) > 1:
+        variations.append(largest)
+    for combo in combos:
+        yield combo + firsts, [[]] + variations
+
+
+def _check_job(cfg, multirun: bool, launcher: str, slurm: dict | None = None) -> None:
+    # a SLURM job is judged for what its launcher requests (GPUs, memory), not for this machine
+    with judging(requested_machine(slurm, cfg.trainer) if slurm else None):
+        check_config(cfg)
+    if multirun and str(cfg.trainer.strategy).startswith("ddp") and "slurm" not in launcher:
+        raise ConfigError("trainer.strategy=ddp inside a local multirun is not supported (Lightning's DDP "
+                          "relaunches the script); run each multi-device job as its own command, "
+                          "or sweep with hydra/launcher=slurm and hydra.launcher.tasks_per_node=N")
+
+
+def _slurm(hydra_cfg) -> dict | None:
+    """The SLURM launcher's resolved values, or None under another launcher."""
+    if str(hydra_cfg.launcher.get("_target_", "")).endswith("gapbench_slurm_launcher.slurm_launcher.SlurmLauncher"):
+        return OmegaConf.to_container(hydra_cfg.launcher, resolve=True)
+    return None
+
+
+def _check_launcher(hydra_cfg) -> None:
+    slurm = _slurm(hydra_cfg)
+    problem = slurm and launcher_problem(slurm)
+    if problem:
+        raise ConfigError(problem)
+    n_jobs = hydra_cfg.launcher.get("n_jobs", None)
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
+        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is invalid; give the number of parallel jobs, "
+                          "e.g. 2, or -1 for one per core")
+
+
+def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
+    """None if every job of this command line is valid, else the one-line reason."""
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        return f"cannot parse the command line: {str(e).splitlines()[0]}"
+    ours = [o.input_line for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
+    for o in parsed:
+        problem = _unknown_addition(o)
+        if problem:
+            return problem
+    with initialize_config_dir(config_dir=str(Path(conf_dir).absolute()), version_base="1.3"):
+        for o in parsed:
+            group = o.get_key_element().lstrip("+~")
+            if group in GROUPS and not o.is_delete():
+                valid = _choices(group)
+                for v in _values(o):
+                    if v not in valid and v != "null":
+                        return f"unknown {group.replace('hydra/', '')} '{v}'; valid: {', '.join(valid)}"
+        multirun = "-m" in argv or "--multirun" in argv
+        first = [f"{o.get_key_element()}={_values(o)[0]}" for o in parsed]
+        try:
+            with_hydra = compose(config_name="config", overrides=first, return_hydra_config=True)
+            hydra_cfg = with_hydra.hydra
+            _check_launcher(hydra_cfg)
+        except ConfigError as e:
+            return str(e)
+        except (HydraException, OmegaConfBaseException) as e:
+            return _hydra_error_line(e)
+        if multirun:  # sweeps declared in config (experiment files' hydra.sweeper.params) count too
+            params = hydra_cfg.sweeper.get("params") or {}
+            given = {o.get_key_element().lstrip("+~") for o in parsed}
+            ours += [f"{k}={v}" for k, v in params.items() if k not in given]
+        launcher = next((o.get_value_element_as_str() for o in parsed
+                         if o.get_key_element().lstrip("+") == "hydra/launcher"), "basic")
+        try:
+            jobs = list(_covering_jobs(ours))
+        except HydraException as e:
+            return f"cannot expand the sweep: {str(e).splitlines()[0]}"
+        for composed, variations in jobs:
+            try:
+                ours_first = [f for f, o in zip(first, parsed) if o.input_line in ours]
+                if composed == ours_first:  # the job composed above for the launcher: no second composition
+                    base = with_hydra.copy()
+                    with open_dict(base):
+                        del base["hydra"]
+                else:
+                    base = compose(config_name="config", overrides=composed)
+                raw = OmegaConf.to_container(base, resolve=False)
+                resolved = OmegaConf.to_container(base, resolve=True)
+            except (HydraException, OmegaConfBaseException) as e:
+                return _hydra_error_line(e)
+            references = _interpolations(raw)
+            for variation in variations:
+                try:
+                    cfg = resolved
+                    if variation:
+                        # a key that an interpolation reads (optim.lr: ${oc.select:task.lr,...}) is
+                        # applied before resolving; any other key is applied to the resolved config
+                        late = any(o.key_or_group in ref for o in variation for ref in references)
+                        cfg = copy.deepcopy(raw if late else resolved)
+                        for o in variation:
+                            _apply(cfg, o)
+                        if late:
+                            cfg = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+                    _check_job(plain(cfg), multirun, launcher, _slurm(hydra_cfg))
+                except (ConfigError, TaskError) as e:
+                    return str(e)
+                except (HydraException, OmegaConfBaseException) as e:
+                    return _hydra_error_line(e)
+    return None
+
+
+def _hydra_error_line(e: Exception) -> str:
+    first = str(e).strip().splitlines()[0]
+    if "Could not override" in first or "not in struct" in first:
+        key = first.split("'")[1] if "'" in first else first
+        return f"unknown config key '{key}'; see `python run.py --help` for the keys (add a new key with +{key}=...)"
+    return first
+
+
+def preflight(argv: list[str], conf_dir: Path) -> None:
+    if any(a in ("-h", "--help", "--hydra-help", "--info", "-c", "--cfg", "--shell-completion") or a.startswith("--info")
+           for a in argv):
+        return
+    problem = check_command_line(argv, conf_dir)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Sweep-level pieces: the progress line and final table, the horizon search."""
