@@ -135,7 +135,8 @@ start_mariadb() {
   fi
   mariadbd --no-defaults --user=root --datadir="$STATE/mysql/data" --socket="$STATE/mysql/mysqld.sock" \
     --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve --pid-file="$(pidfile mariadbd)" \
-    --log-error="$STATE/log/mariadb.log" --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 &
+    --log-error="$STATE/log/mariadb.log" --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 \
+    >>"$STATE/log/mariadb.log" 2>&1 &
   wait_for 60 mariadb mysql_cli -e "SELECT 1" || die "MariaDB did not start; see $STATE/log/mariadb.log"
   mysql_cli -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'gapbench';
                 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
