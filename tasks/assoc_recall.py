@@ -9,19 +9,21 @@ position, the value bound to that key. Every other position holds a uniformly ra
 whole vocabulary (Zoology's `random_non_queries`), so a query cannot be recognised by position alone
 from the tokens around it.
 
-`distance: exact` (default): the query of pair i sits exactly `gap` positions after its key (position
-2i + gap; queries in pair order), so the cause-effect distance is the same for every query. The
-sequence has gap + 2D - 1 tokens; gap >= 2D so that queries follow the pairs. With one exact distance
-the value is also always the token gap-1 steps before its query: the task can then be solved by a delay
-line as well as by binding keys to values; `distance: powerlaw` removes that shortcut.
+`distance: zoology` (default; Zoology's `multiquery_ar`): after the 2D pair tokens comes a query
+region of `gap` tokens; the D queries take D distinct even offsets 2s (s = 0..gap/2-1) of it, drawn
+one after another without replacement with P(s) ∝ (s+1)^(a-1), a = `power_a` (Zoology: 0.01, so
+short offsets dominate), and the i-th key gets the i-th draw, as in Zoology (`np.random.choice(...,
+replace=False, p=p)`, then key i at offset 2 gaps[i]). So earlier keys tend to get earlier slots;
+pair-to-query distances vary between 2 and 2D + gap - 2 (at gap=64, D=8: P(distance <= 4) = 1.7%, a
+random key-to-slot pairing would give 4.2%). Sequence length 2D + gap. gap = the query region's length.
 
-`distance: powerlaw` (Zoology's recipe): after the 2D pair tokens comes a query region of `gap`
-tokens; the D queries take D distinct even offsets 2s (s = 0..gap/2-1) of it, slot s drawn with
-probability ∝ (s+1)^(a-1), a = `power_a` (Zoology: 0.01, so short distances dominate), each slot
-getting a random one of the D keys. Sequence length 2D + gap; distances from pair to query vary
-between 2 and 2D + gap - 2.
+`distance: exact` (not Zoology's; a controlled variant): the query of pair i sits exactly `gap`
+positions after its key (position 2i + gap; queries in pair order), so the cause-effect distance is the
+same for every query. The sequence has gap + 2D - 1 tokens; gap >= 2D so that queries follow the pairs.
+With one fixed distance the value is always the token gap-1 steps before its query: a delay line solves
+it without binding keys to values, so it measures how far a model carries a token, not recall.
 
-Worked example (V=12: keys 1..5, values 6..11; D=2; exact, gap=5; `.` = a random filler token):
+Worked example (V=12: keys 1..5, values 6..11; D=2; distance=exact, gap=5; `.` = a random filler token):
 
     position  0  1  2  3  4  5  6  7
     x         4  9  2  7  .  4  .  2       pairs (4 -> 9), (2 -> 7); key 4 again at 0+5, key 2 at 2+5
@@ -43,7 +45,7 @@ from torch import nn
 
 from gapbench.tasks.base import SyntheticTask, TaskError, check_int, seeded_generator
 
-DISTANCES = ("exact", "powerlaw")
+DISTANCES = ("zoology", "exact")
 
 
 def query_positions(batch: int, gap: int, pairs: int, distance: str, power_a: float,
@@ -55,15 +57,20 @@ def query_positions(batch: int, gap: int, pairs: int, distance: str, power_a: fl
         return 2 * pair + gap, pair
     slots = gap // 2
     p = power_a * torch.arange(1, slots + 1, device=device, dtype=torch.float64) ** (power_a - 1)
+    # torch.multinomial without replacement returns the slots in the order drawn: key i gets draw i
     slot = torch.multinomial(p.expand(batch, slots), pairs, replacement=False, generator=generator)
-    pair = torch.rand(batch, pairs, generator=generator, device=device).argsort(1)  # which key each slot asks
-    return 2 * pairs + 2 * slot, pair
+    return zoology_positions(slot, pairs)
+
+
+def zoology_positions(slot: torch.Tensor, pairs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zoology's placement of the queries given the slot draws [batch, D]: key i at 2D + 2 slot[:, i]."""
+    return 2 * pairs + 2 * slot, torch.arange(pairs, device=slot.device).expand_as(slot)
 
 
 def assoc_recall_batch(batch: int, gap: int, pairs: int, vocab_size: int, generator: torch.Generator,
-                       distance: str = "exact", power_a: float = 0.01, device=None):
+                       distance: str = "zoology", power_a: float = 0.01, device=None):
     """(x long [batch, L], positions long [batch, D], y long [batch, D]): the sequences, where the
-    queries are, and the value each query must return; L = gap + 2D - 1 (exact) or 2D + gap (powerlaw)."""
+    queries are, and the value each query must return; L = 2D + gap (zoology) or gap + 2D - 1 (exact)."""
     device = device or generator.device
     half = vocab_size // 2
     keys = torch.rand(batch, half - 1, generator=generator, device=device).topk(pairs, 1).indices + 1
@@ -95,14 +102,14 @@ class AssocRecall(SyntheticTask):
     name = "assoc_recall"
     score_name = "recall_acc"
     higher_is_better = True
-    gap_meaning = ("distance from each key-value pair to the query of its key (distance=exact); "
-                   "with distance=powerlaw, the length of the query region (Zoology)")
+    gap_meaning = ("the length of the query region after the key-value pairs (Zoology's MQAR); with "
+                   "distance=exact, the distance from each key-value pair to the query of its key")
     title = "Multi-query associative recall"
     score_title = "recall accuracy"
     solved_text = "recall accuracy ≥ 0.99"
     min_gap = 2
 
-    def __init__(self, gap, seed, batch_size, num_kv_pairs=8, vocab_size=8192, distance="exact", power_a=0.01,
+    def __init__(self, gap, seed, batch_size, num_kv_pairs=8, vocab_size=8192, distance="zoology", power_a=0.01,
                  emb_size=128, val_size=512, test_size=2048, eval_batch_size=512):
         type(self).check_options(gap, num_kv_pairs=num_kv_pairs, vocab_size=vocab_size, distance=distance,
                                  power_a=power_a, emb_size=emb_size)
@@ -112,7 +119,7 @@ class AssocRecall(SyntheticTask):
         self.opts = {"num_kv_pairs": num_kv_pairs, "distance": distance}
 
     @classmethod
-    def check_options(cls, gap, num_kv_pairs=8, vocab_size=8192, distance="exact", power_a=0.01, emb_size=128, **_):
+    def check_options(cls, gap, num_kv_pairs=8, vocab_size=8192, distance="zoology", power_a=0.01, emb_size=128, **_):
         _check_int("num_kv_pairs", num_kv_pairs, 1)
         _check_int("vocab_size", vocab_size, 4)
         _check_int("emb_size", emb_size, 1)
@@ -120,7 +127,8 @@ class AssocRecall(SyntheticTask):
             raise TaskError(f"vocab_size={vocab_size} has only {vocab_size // 2 - 1} keys for num_kv_pairs="
                             f"{num_kv_pairs}; use vocab_size >= {2 * num_kv_pairs + 2}")
         if distance not in DISTANCES:
-            raise TaskError(f"distance={distance!r} is invalid for task assoc_recall; valid: {', '.join(DISTANCES)}")
+            was = " (powerlaw, which paired keys with slots at random, became zoology)" if distance == "powerlaw" else ""
+            raise TaskError(f"distance={distance!r} is invalid for task assoc_recall; valid: {', '.join(DISTANCES)}{was}")
         if isinstance(power_a, bool) or not isinstance(power_a, (int, float)) or not 0 < power_a <= 1:
             raise TaskError(f"power_a={power_a!r} is invalid for task assoc_recall: use a number in (0, 1]")
         if isinstance(gap, int) and not isinstance(gap, bool) and gap < 2 * num_kv_pairs:
@@ -133,7 +141,7 @@ class AssocRecall(SyntheticTask):
         return 0.99
 
     @classmethod
-    def steps_for_gap(cls, gap, num_kv_pairs=8, distance="exact", **opts):
+    def steps_for_gap(cls, gap, num_kv_pairs=8, distance="zoology", **opts):
         return gap + 2 * num_kv_pairs - (1 if distance == "exact" else 0)
 
     @property

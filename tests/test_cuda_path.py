@@ -193,3 +193,12 @@ def test_pointwise_path_under_autocast_runs_the_recurrence_in_the_parameters_dty
     assert x.grad is not None and torch.isfinite(x.grad).all() and cell.peephole.grad is not None
     ref, _ = cell.autograd_forward(x, cell.initial_state(B))
     torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)  # the projection ran in bf16
+
+
+def test_a_top_level_key_at_its_neutral_default_is_not_part_of_the_condition():
+    from gapbench.config.conditions import condition_id
+
+    old = {"cfg.task.name": "copy", "cfg.cell.name": "lstm", "cfg.gap": 10}
+    assert condition_id({**old, "cfg.tf32": False}) == condition_id(old)
+    assert condition_id({**old, "cfg.stop_when_solved": False}) == condition_id(old)
+    assert condition_id({**old, "cfg.tf32": True}) != condition_id(old)

@@ -25,7 +25,14 @@ def horizon_tables() -> tuple:
     return tuple(out)
 
 
-@pytest.mark.parametrize("task", SWEEPS)
+# Measured on the committed rows: tasks with fewer than two bracketed models (strict: kept true).
+FEW_BRACKETED = {"copy": "since issue 27 expRNN (its orthogonal parameter at a tenth of the rate, as its authors "
+                         "train it) solves T = 320, the top of the searched range, in 4 of 5 seeds: >= 320 "
+                         "[239, >= 320], and only the TCN is bracketed; needs a larger hydra.sweeper.max_gap"}
+
+
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=FEW_BRACKETED[t]))
+                                  if t in FEW_BRACKETED else t for t in SWEEPS])
 def test_reference_has_at_least_two_bracketed_models(task):
     rep = dict(horizon_tables())[task]
     crossed = rep.horizons[rep.horizons["kind"] == "crossed"]

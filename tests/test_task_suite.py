@@ -61,7 +61,7 @@ from gapbench.tasks.assoc_recall import assoc_recall_batch  # noqa: E402
 
 @pytest.mark.parametrize("gap,D,V", [(16, 8, 8192), (40, 8, 64), (5, 2, 12)])
 def test_assoc_recall_exact_layout(gap, D, V):
-    x, pos, y = assoc_recall_batch(128, gap, D, V, seeded_generator(0, 1))
+    x, pos, y = assoc_recall_batch(128, gap, D, V, seeded_generator(0, 1), distance="exact")
     assert x.shape == (128, gap + 2 * D - 1) and pos.shape == y.shape == (128, D)
     keys, values = x[:, 0:2 * D:2], x[:, 1:2 * D:2]
     assert ((keys >= 1) & (keys < V // 2)).all() and ((values >= V // 2) & (values < V)).all()
@@ -75,13 +75,13 @@ def test_assoc_recall_exact_layout(gap, D, V):
 
 
 def test_assoc_recall_docstring_example_shape():
-    x, pos, y = assoc_recall_batch(3, 5, 2, 12, seeded_generator(0, 2))
+    x, pos, y = assoc_recall_batch(3, 5, 2, 12, seeded_generator(0, 2), distance="exact")
     assert x.shape == (3, 8) and pos.tolist() == [[5, 7]] * 3
 
 
-def test_assoc_recall_powerlaw_layout():
+def test_assoc_recall_zoology_layout():
     gap, D, V = 64, 8, 256
-    x, pos, y = assoc_recall_batch(512, gap, D, V, seeded_generator(0, 1), distance="powerlaw", power_a=0.01)
+    x, pos, y = assoc_recall_batch(512, gap, D, V, seeded_generator(0, 1), power_a=0.01)
     assert x.shape == (512, 2 * D + gap)
     keys, values = x[:, 0:2 * D:2], x[:, 1:2 * D:2]
     assert (pos >= 2 * D).all() and (pos < 2 * D + gap).all() and (pos % 2 == 0).all()
@@ -96,7 +96,7 @@ def test_assoc_recall_powerlaw_layout():
 
 def test_assoc_recall_task():
     task = build_task("assoc_recall", gap=20, seed=0, batch_size=8, vocab_size=64, test_size=32)
-    assert task.seq_len == 35 and task.baseline == pytest.approx(1 / 32)
+    assert task.seq_len == 36 and task.baseline == pytest.approx(1 / 32)  # 2D + gap
     model = task.build_model(lambda n: torch.nn.LSTM(n, 16, batch_first=True), 16)
     m = task.eval_metrics([task.eval_step(model, b) for b in task.eval_batches("test")])
     assert 0 <= m["recall_acc"] <= 1 and math.isfinite(m["loss"])

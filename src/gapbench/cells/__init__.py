@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from torch import nn
 
-from gapbench.cells.base import OptionError, Range, SequenceModel, declared_options, takes_max_len
+from gapbench.cells.base import OptionError, Range, SequenceModel, declared_options, takes, takes_max_len
 
 # name -> (module, class); modules are imported lazily so one broken cell cannot hide the others.
 # The order is the order of tables and legends.
@@ -82,8 +82,9 @@ def cell_class(name: str) -> type[SequenceModel]:
 
 
 def options(cell_cfg) -> dict:
-    """A cell config group minus name and hidden_size: the keyword options of build()."""
-    return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size")}
+    """A cell config group minus name, hidden_size and recipe (how it is trained, gapbench.train.optim): the
+    keyword options of build()."""
+    return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size", "recipe")}
 
 
 def model_options(opts: dict) -> dict:
@@ -155,10 +156,15 @@ def build(name: str, input_size: int, hidden_size: int, layers: int = 1, dropout
     cls = cell_class(name)
     if takes_max_len(cls):
         opts = {**opts, "max_len": max_len}
+
+    def layer(i):
+        last = {"last_layer": i == layers - 1} if takes(cls, "last_layer") else {}
+        return cls(input_size if i == 0 else hidden_size, hidden_size, **opts, **last)
+
     if layers == 1:
-        return cls(input_size, hidden_size, **opts)
+        return layer(0)
     from gapbench.cells.stacked import Stacked
-    return Stacked([cls(input_size if i == 0 else hidden_size, hidden_size, **opts) for i in range(layers)], dropout)
+    return Stacked([layer(i) for i in range(layers)], dropout)
 
 
 __all__ = ["CELLS", "CAPABILITIES", "OptionError", "SequenceModel", "build", "cell_class", "check_options",

@@ -7,6 +7,8 @@ Construction (always through `cells.build`, which checks the options first):
 `max_len` is the longest sequence the task will feed (`task.seq_len`); a model that sizes itself by
 it (a TCN's receptive field, a Transformer's positions, IndRNN's recurrent-weight bound) declares a
 `max_len` keyword in its `__init__` and gets it; the others never see it. It is not a user option.
+Likewise `last_layer`: a model whose initialisation depends on its place in a stack (IndRNN) declares
+it and gets whether it is the top layer (True when not stacked).
 
 Every model:
 
@@ -36,6 +38,13 @@ Cost hooks (classmethods, so they run before anything is allocated):
 The recurrent defaults of both hooks read two class attributes: `matmul_blocks = (input, recurrent)`,
 the number of H-wide output blocks of the input projection and of the recurrent matmul (4, 4 for an
 LSTM), and `saved_per_step`, the number of [B, H] tensors kept per time step.
+
+Training recipe (`optim_groups`, a class attribute): parameters that the model's paper trains at a
+rate of their own, as `ParamGroup(name, params, lr_scale, source)`: `params` are parameter names
+relative to the model, trained at `lr_scale` x optim.lr by the configured optimiser (expRNN: its
+orthogonal parameter at a tenth). `gapbench.train.optim.param_groups` collects them from every model inside
+a task's network (stacked layers included); the task's own parameters and every other parameter stay
+at optim.lr. `cell.recipe: none` trains every parameter at one rate.
 
 Options: a model's options are the keyword parameters of its `__init__` after input_size and
 hidden_size (and max_len), each with a type annotation and a default. That signature is the one
@@ -120,13 +129,22 @@ def _describe(kind) -> str:
             type(None): "null"}.get(kind, "any value")
 
 
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """Parameters a model's paper trains at their own rate: `lr_scale` x optim.lr (see the module docstring)."""
+    name: str
+    params: tuple[str, ...]  # parameter names relative to the model, as in named_parameters()
+    lr_scale: float
+    source: str              # where the recipe comes from (the authors' code)
+
+
 def declared_options(cls) -> dict[str, Option]:
     """The options of a model class: its __init__'s keyword parameters after input_size, hidden_size."""
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
     params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # self, input_size, hidden_size
     out = {}
     for p in params:
-        if p.name == "max_len" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+        if p.name in BUILD_ARGS or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         kind, rng = hints.get(p.name, Any), None
         if typing.get_origin(kind) is typing.Annotated:
@@ -136,8 +154,15 @@ def declared_options(cls) -> dict[str, Option]:
     return out
 
 
+BUILD_ARGS = ("max_len", "last_layer")  # what cells.build supplies to a model that declares it; not user options
+
+
+def takes(cls, arg: str) -> bool:
+    return arg in inspect.signature(cls.__init__).parameters
+
+
 def takes_max_len(cls) -> bool:
-    return "max_len" in inspect.signature(cls.__init__).parameters
+    return takes(cls, "max_len")
 
 
 class SequenceModel(nn.Module):
@@ -149,6 +174,7 @@ class SequenceModel(nn.Module):
     fused: ClassVar[bool] = False
     matmul_blocks: ClassVar[tuple[int, int]] = (0, 0)
     saved_per_step: ClassVar[int] = 12  # the LSTM family's gates, cell states and their nonlinearities, read-out
+    optim_groups: ClassVar[tuple[ParamGroup, ...]] = ()  # parameters trained at their own rate (training recipe)
 
     def __call__(self, *args, **kwargs):
         from gapbench.cells import _cuda

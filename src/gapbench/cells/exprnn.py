@@ -12,6 +12,14 @@ s ~ U(-pi, pi) (Henaff et al. 2016), or `init: cayley`, s = -sqrt((1 - cos t) / 
 U(0, pi/2). The exponential is taken at the identity (use_trivialization=False), i.e. B = exp(A) with
 A the trained parameter, exactly the paper's parametrisation. Orthogonal B preserves the norm of the
 gradient through the linear part of each step: the cell was designed for the copy task.
+
+Training recipe (`optim_groups`, on with cell.recipe=paper): A is trained at a tenth of the rate of
+the other parameters, as in the paper's code (Lezcano/expRNN: 1_copying.py lr 2e-4 / lr_orth 2e-5,
+2_mnist.py 7e-4 / 7e-5, 3_timit.py 1e-3 / 1e-4; its README: "the learning rate of the non-orthogonal
+parameters to be 10 times that of the orthogonal parameters yields the best performance"). Their
+scripts give A its own RMSprop while the other parameters use RMSprop (copy, MNIST) or Adam (TIMIT);
+gapbench keeps the ratio and trains both groups with the job's configured optimiser (optim.name), as
+every other model, so that a comparison varies one rate per model.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from gapbench.cells import _cuda
-from gapbench.cells.base import SequenceModel
+from gapbench.cells.base import ParamGroup, SequenceModel
 
 
 def skew_init(n: int, kind: str, generator=None) -> torch.Tensor:
@@ -49,6 +57,8 @@ class ExpRNN(SequenceModel):
     title = "expRNN (orthogonal)"
     matmul_blocks = (1, 1)
     saved_per_step = 4
+    optim_groups = (ParamGroup("orthogonal", ("recurrent_kernel.parametrizations.weight.original",), lr_scale=0.1,
+                               source="Lezcano/expRNN 1_copying.py: --lr 2e-4, --lr_orth 2e-5"),)
 
     def __init__(self, input_size, hidden_size, init: Literal["henaff", "cayley"] = "henaff"):
         super().__init__()

@@ -19,6 +19,9 @@ padding both sides and chopping the right ("Chomp1d"); the reference code draws 
 weights from N(0, 0.01) *after* weight norm is registered, which the weight-norm hook overwrites at
 the first forward, so its effective initialisation is PyTorch's default for v with g = ||v|| — what
 this module does; the 1x1 residual convolution's N(0, 0.01) does take effect there and here.
+One departure with effect (on the start of training only): locuslab/TCN's adding_problem/model.py and
+copy_memory/model.py draw the final linear layer's weights from N(0, 0.01); in gapbench that read-out
+belongs to the task and is shared by every model, so it keeps PyTorch's default initialisation.
 Not recurrent: no state and no `step`; `layers` must be 1 (the depth is `levels`).
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _value(v: Any) -> Any:
 def condition_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The keys (without the `cfg.` prefix) and values that define a run's condition."""
     from gapbench.train.job import NEUTRAL_DEFAULTS
-    neutral = {f"{g}.{k}": _value(v) for (g, k), v in NEUTRAL_DEFAULTS.items()}
+    neutral = {(k if g is None else f"{g}.{k}"): _value(v) for (g, k), v in NEUTRAL_DEFAULTS.items()}  # None: top level
     out = {}
     for key, v in flat.items():
         if not str(key).startswith(PREFIX):

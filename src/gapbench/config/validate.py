@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gapbench import cells
 from gapbench import tasks
+from gapbench.train.optim import RECIPES
 
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -130,6 +131,7 @@ def check_config(cfg: DictConfig | dict) -> None:
     _int("gap", cfg.gap, task_cls.min_gap, f" (task {task_cls.name}: gap = {task_cls.gap_meaning})")
     _int("seed", cfg.seed, 0, maximum=MAX_SEED)
     _int("cell.hidden_size", cfg.cell.hidden_size, 1)
+    _choice("cell.recipe", cfg.cell.get("recipe", "paper"), RECIPES)
     _int("task.batch_size", cfg.task.batch_size, 1)
     _int("trainer.max_steps", cfg.trainer.max_steps, 1)
     _int("checkpoint_every", cfg.checkpoint_every, 1)

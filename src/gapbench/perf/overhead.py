@@ -56,7 +56,8 @@ class BareLoop:
 
         from gapbench.train import optim
 
-        self.opt, self.schedule = optim.build(self.model.parameters(), OmegaConf.to_container(cfg.optim, resolve=True),
+        self.opt, self.schedule = optim.build(optim.param_groups(self.model, cfg.cell.get("recipe", "paper")),
+                                              OmegaConf.to_container(cfg.optim, resolve=True),
                                               getattr(self.task, "steps_per_epoch", None))
         self.clip = cfg.trainer.gradient_clip_val
         self.index = 0

@@ -59,6 +59,11 @@ NEUTRAL_DEFAULTS.update({  # issue 12: optimiser choice and schedule, the LMs' p
 })
 NEUTRAL_DEFAULTS[(None, "stop_when_solved")] = False  # group None: a top-level key
 NEUTRAL_DEFAULTS[(None, "tf32")] = False  # issue 22: every CPU row, and GPU matmuls, were full fp32
+# issue 27: cell.recipe=none trains every parameter at one rate, as before the key existed (only expRNN
+# declares a group; its rows under the paper's recipe, the new default, get new run ids)
+NEUTRAL_DEFAULTS[("cell", "recipe")] = "none"
+# IndRNN's u ~ U(0, 1) in every layer, what it was before recurrent_init existed (the default is now the authors')
+NEUTRAL_DEFAULTS[("cell", "recurrent_init")] = "uniform01"
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -329,7 +334,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     set_numerics(bool(cfg.get("tf32", False)))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = GapModule(task, make_model(cfg, task), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                       optim=OmegaConf.to_container(cfg.optim, resolve=True))
+                       optim={**OmegaConf.to_container(cfg.optim, resolve=True), "recipe": cfg.cell.get("recipe", "paper")})
 
     sweep_id = _sweep_id(cfg)
     last_ckpt = job_dir / jobstate.LAST

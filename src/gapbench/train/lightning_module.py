@@ -95,7 +95,8 @@ class GapModule(L.LightningModule):
         self.test_metrics = {k: float(v) for k, v in self._eval_end("test").items()}
 
     def configure_optimizers(self):
-        opt, schedule = optim.build(self.model.parameters(), self.optim, getattr(self.task, "steps_per_epoch", None))
+        groups = optim.param_groups(self.model, self.optim.get("recipe", "paper"))
+        opt, schedule = optim.build(groups, self.optim, getattr(self.task, "steps_per_epoch", None))
         if schedule is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
