@@ -15,6 +15,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 import gapbench.config.help  # noqa: E402,F401  (resolvers used by `--help`)
+import gapbench.sweep.slurm  # noqa: E402,F401  (resolver used by hydra/launcher=slurm)
 
 CONF = Path(__file__).resolve().parent / "conf"
 

@@ -24,8 +24,9 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gapbench.paths import folder_problem
+from gapbench.sweep.slurm import launcher_problem, requested_machine
 from gapbench.tasks import TaskError
-from gapbench.config.validate import ConfigError, check_config, plain
+from gapbench.config.validate import ConfigError, check_config, judging, plain
 
 GROUPS = ("cell", "task", "logger", "trainer", "experiment", "debug", "hydra/launcher", "hydra/sweeper")
 OPTIONAL_GROUPS = ("experiment", "debug")  # `optional ...: null` in conf/config.yaml's defaults
@@ -204,15 +205,28 @@ def _covering_jobs(ours: list[str]):
         yield combo + firsts, [[]] + variations
 
 
-def _check_job(cfg, multirun: bool, launcher: str) -> None:
-    check_config(cfg)
+def _check_job(cfg, multirun: bool, launcher: str, slurm: dict | None = None) -> None:
+    # a SLURM job is judged for what its launcher requests (GPUs, memory), not for this machine
+    with judging(requested_machine(slurm, cfg.trainer) if slurm else None):
+        check_config(cfg)
     if multirun and str(cfg.trainer.strategy).startswith("ddp") and "slurm" not in launcher:
         raise ConfigError("trainer.strategy=ddp inside a local multirun is not supported (Lightning's DDP "
                           "relaunches the script); run each multi-device job as its own command, "
                           "or sweep with hydra/launcher=slurm and hydra.launcher.tasks_per_node=N")
 
 
+def _slurm(hydra_cfg) -> dict | None:
+    """The SLURM launcher's resolved values, or None under another launcher."""
+    if str(hydra_cfg.launcher.get("_target_", "")).endswith("gapbench_slurm_launcher.slurm_launcher.SlurmLauncher"):
+        return OmegaConf.to_container(hydra_cfg.launcher, resolve=True)
+    return None
+
+
 def _check_launcher(hydra_cfg) -> None:
+    slurm = _slurm(hydra_cfg)
+    problem = slurm and launcher_problem(slurm)
+    if problem:
+        raise ConfigError(problem)
     n_jobs = hydra_cfg.launcher.get("n_jobs", None)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
         raise ConfigError(f"hydra.launcher.n_jobs={n_jobs!r} is invalid; give the number of parallel jobs, "
@@ -295,7 +309,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                             _apply(cfg, o)
                         if late:
                             cfg = OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-                    _check_job(plain(cfg), multirun, launcher)
+                    _check_job(plain(cfg), multirun, launcher, _slurm(hydra_cfg))
                 except (ConfigError, TaskError) as e:
                     return str(e)
                 except (HydraException, OmegaConfBaseException) as e:

@@ -9,6 +9,9 @@ import math
 import os
 import re
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +27,30 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 class ConfigError(ValueError):
     """Bad user input; the message is printed as one line, the job exits 2 and writes nothing."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where a job will run, as the checks that depend on the machine see it: its GPUs and the memory
+    it may use (None: not known, not checked). Unset, they judge this machine; a SLURM sweep's
+    preflight judges what the launcher requests for each job (`gapbench.sweep.slurm.requested_machine`)."""
+    gpus: int
+    memory_bytes: int | None
+    gpus_from: str = ""  # where each number comes from, for messages: "hydra.launcher.mem_gb=4"
+    memory_from: str = ""
+
+
+_TARGET: ContextVar[Machine | None] = ContextVar("gapbench_target_machine", default=None)
+
+
+@contextmanager
+def judging(machine: Machine | None):
+    """Within this block the checks judge `machine` (None: this machine)."""
+    token = _TARGET.set(machine)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
 
 
 def _int(name: str, value: Any, minimum: int, hint: str = "", maximum: int | None = None) -> int:
@@ -224,9 +251,19 @@ def _check_optim(cfg: DictConfig, task_cls) -> None:
 
 
 def _cuda() -> bool:
+    target = _TARGET.get()
+    if target is not None:
+        return target.gpus > 0
     import torch
 
     return torch.cuda.is_available()
+
+
+def _where(what: str) -> str:
+    target = _TARGET.get()
+    if target is None:
+        return "this machine"
+    return f"the job's node ({target.gpus_from if what == 'gpus' else target.memory_from})"
 
 
 def _wandb_credentials() -> bool:
@@ -239,7 +276,18 @@ def _wandb_credentials() -> bool:
         return False
 
 
-def available_memory_bytes() -> int:
+def available_memory_bytes() -> int | None:
+    """The memory a job may use: what the launcher requests when judging a SLURM job before submission
+    (None: not requested, not checked); in a SLURM job, at most its allocation; else this machine's."""
+    target = _TARGET.get()
+    if target is not None:
+        return target.memory_bytes
+    here = _available_here()
+    allocated = os.environ.get("SLURM_MEM_PER_NODE")  # MiB, set by sbatch --mem
+    return min(here, int(allocated) * 2**20) if allocated and allocated.isdigit() and int(allocated) else here
+
+
+def _available_here() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -274,12 +322,13 @@ def check_memory(batch: int, seq_len: int, hidden: int, device: str, cell: str =
     activations = estimate_activation_bytes(batch, seq_len, hidden, cell=cell, cell_opts=cell_opts)
     have = available_memory_bytes()
     weights = BYTES_PER_PARAMETER * params
-    if activations + weights > 0.8 * have:
+    if have is not None and activations + weights > 0.8 * have:
         raise ConfigError(
             f"batch {batch} x {seq_len} steps x hidden {hidden} needs ~{(activations + weights) / 2**30:.1f} GiB "
             f"({activations / 2**30:.1f} GiB for backpropagation through time, {weights / 2**30:.1f} GiB for "
-            f"{params:,} parameters with gradients and Adam state) but {have / 2**30:.1f} GiB is available; "
-            "lower cell.hidden_size, task.batch_size or gap")
+            f"{params:,} parameters with gradients and Adam state) but {have / 2**30:.1f} GiB is available on "
+            f"{_where('memory')}; lower cell.hidden_size, task.batch_size or gap"
+            f"{', or raise hydra.launcher.mem_gb' if _TARGET.get() is not None else ''}")
 
 
 def check_checkpoint(ckpt_path: Any) -> None:
@@ -446,7 +495,7 @@ def _max_time(name: str, v: Any) -> None:
 
 def _accelerator(name: str, v: Any) -> None:
     if v in ("gpu", "cuda") and not _cuda():
-        raise ConfigError(f"{name}={v} but no CUDA GPU is visible on this machine; use {name}=cpu or auto")
+        raise ConfigError(f"{name}={v} but no CUDA GPU is visible on {_where('gpus')}; use {name}=cpu or auto")
 
 
 TRAINER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
@@ -479,6 +528,9 @@ def check_trainer(trainer_cfg: dict) -> None:
     for key, check in TRAINER_CHECKS.items():
         if key in trainer_cfg:
             check(f"trainer.{key}", trainer_cfg[key])
+    if _TARGET.get() is not None and trainer_cfg.get("accelerator") in ("gpu", "cuda"):
+        # judged for a node with GPUs (above) from a machine that may have none: Lightning would refuse here
+        trainer_cfg = {**trainer_cfg, "accelerator": "cpu"}
     _build_trainer(json.dumps(trainer_cfg, sort_keys=True, default=str))
 
 

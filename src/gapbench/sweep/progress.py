@@ -36,6 +36,11 @@ def job_finished(row: dict[str, Any] | None) -> None:
     _last_row = row
 
 
+def _rank() -> int:
+    """This process's rank in a multi-process (DDP) job under SLURM; 0 otherwise."""
+    return int(os.environ.get("SLURM_PROCID") or 0)
+
+
 def count_jobs(config: DictConfig) -> int | None:
     """Jobs of this multirun: the product of its swept values (command line and hydra.sweeper.params),
     or the sweeper's n_trials (Optuna, Ax). None where the sweeper decides at run time."""
@@ -145,7 +150,7 @@ class SweepProgress(Callback):
         log.info("sweep %s: %s jobs -> %s", config.get("sweep_id") or info["name"], self.total or "?", sweep_dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode.name != "MULTIRUN":
+        if config.hydra.mode.name != "MULTIRUN" or _rank() != 0:
             return
         if not self.verbose:  # a joblib/submitit worker process: its launcher logger too
             for name in LAUNCHER_LOGGERS:
@@ -160,15 +165,16 @@ class SweepProgress(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         global _last_row
-        if config.hydra.mode.name != "MULTIRUN":
+        if config.hydra.mode.name != "MULTIRUN" or _rank() != 0:  # DDP: one line per job, from rank 0
             return
         row, _last_row = _last_row or {}, None
         failed = job_return.status == JobStatus.FAILED
         entry = {"job": config.hydra.job.num + 1, "status": "failed" if failed else row.get("status", "?"),
                  **{k: row.get(k) for k in TABLE_COLUMNS if k not in ("job", "status")}, "run_id": row.get("run_id")}
-        if not row:
-            choice = OmegaConf.select(config, "cell.name"), OmegaConf.select(config, "task.name")
-            entry.update(cell=choice[0], task=choice[1], gap=config.get("gap"), seed=config.get("seed"))
+        # a job that failed, or ran elsewhere, has no (full) row: what it is comes from its config
+        known = {"cell": OmegaConf.select(config, "cell.name"), "task": OmegaConf.select(config, "task.name"),
+                 "gap": config.get("gap"), "seed": config.get("seed")}
+        entry.update({k: v for k, v in known.items() if entry.get(k) is None})
         path = Path(config.hydra.sweep.dir) / PROGRESS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:  # one short line per write: O_APPEND keeps parallel writers whole

@@ -38,7 +38,8 @@ log = logging.getLogger("gapbench")
 # Lightning advertises its cloud logger on every Trainer: one line of noise per job in a sweep.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
-# Keys that change how a job is shown or stored, never what it computes: left out of the config hash.
+# Keys that change how a job is shown or stored, never what it computes (threads: only the rounding of
+# CPU sums, like the device; docs/report.md, Conditions): left out of the config hash.
 PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb",
                      "verbose", "eval_only", "ckpt_path"}
 PROGRESS_EVERY = 10  # progress=true: redraw the bar every 10 steps (a redraw costs ~0.2 ms on this CPU)
@@ -164,7 +165,28 @@ def _make_logger(cfg, config, run_id, sweep_id, results_dir: Path, job_dir: Path
         config={"cell": cfg.cell.name, "task": cfg.task.name, "gap": cfg.gap, "seed": cfg.seed,
                 "run_id": run_id, "sweep_id": sweep_id, "config": config},
     ))
+    _drop_logs_once_service_is_gone(run)
     return WandbLogger(experiment=run, save_dir=str(results_dir))
+
+
+def _drop_logs_once_service_is_gone(run) -> None:
+    """W&B logs through a service process. Under SLURM the SIGTERM of a pre-emption or requeue
+    reaches it too, and it exits before the job reaches its step boundary: every later `run.log`
+    (Lightning's metrics, the probe's charts) would fail on the lost connection and cost the job
+    its checkpoint. Those calls are dropped instead, with one warning; the job saves where it
+    stops, and when it resumes it continues the same W&B run."""
+    real, warned = run.log, []
+
+    def log_or_drop(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except OSError as e:
+            if not warned:
+                log.warning("W&B's service is gone (%s); this job logs no more to W&B until it is restarted",
+                            type(e).__name__)
+                warned.append(e)
+
+    run.log = log_or_drop
 
 
 WANDB_TIMEOUT_S = 15.0  # online W&B: how long to wait for the server before logging offline instead
@@ -339,17 +361,17 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     solved = StopWhenSolved(task, stop=bool(cfg.get("stop_when_solved", False)))
+    clock = jobstate.WallClock(earlier=parent is None)
     trainer = L.Trainer(
         **trainer_kwargs, logger=logger, default_root_dir=str(job_dir),
         plugins=[jobstate.AtomicCheckpointIO(), *_cluster_plugins()],
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
-                   probe, solved, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
+                   probe, solved, clock, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
                    *([StepProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
                    *callbacks],
     )
     started = dt.datetime.now(dt.timezone.utc)
-    t0 = time.perf_counter()
     status, diverged_at, error = "finished", None, None
     try:
         try:
@@ -363,11 +385,18 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             log.warning("%s diverged: %s", run_id, e)
         except SIGTERMException:  # Lightning's own handler won a race with ours: no new checkpoint
             raise Stopped(stop.signum or signal.SIGTERM, trainer.global_step, saved=False) from None
+        except OSError:
+            # a W&B call other than run.log failed on the service SLURM's SIGTERM ended (see
+            # _drop_logs_once_service_is_gone): the job stops as asked, from its last checkpoint (one
+            # saved mid-step could repeat a step on resume)
+            if stop.signum is None:
+                raise
+            raise Stopped(stop.signum, trainer.global_step, saved=False) from None
         if status == "finished":
             if module.val_step != trainer.global_step:  # the row's val_score is the final model's
                 trainer.validate(module, datamodule=TaskData(task), verbose=False)
             trainer.test(module, datamodule=TaskData(task), verbose=False)
-        wall_s = time.perf_counter() - t0
+        wall_s = clock.seconds()  # over every segment of a resumed job
         metrics = module.test_metrics
         row = {
             "run_id": run_id, "sweep_id": sweep_id, "task": cfg.task.name, "cell": cfg.cell.name,
@@ -420,4 +449,9 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
             if paths.is_disk_full(sys.exc_info()[1]):  # nothing more W&B writes can succeed: stop its service
                 wandb.teardown(exit_code=1)
             else:
-                wandb.finish()
+                try:
+                    wandb.finish()
+                except OSError as e:  # W&B's service is gone (see above): the row is stored, the job ends as it would
+                    if stop.signum is None:
+                        log.warning("W&B's service was gone at the end of the job (%s); its run may miss its last "
+                                    "values", type(e).__name__)

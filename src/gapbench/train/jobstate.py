@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import torch
 from filelock import FileLock, Timeout
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -87,6 +88,26 @@ def usable_checkpoint(job_dir: Path) -> Path | None:
             return path
         move_aside(path, why)
     return None
+
+
+class WallClock(L.Callback):
+    """A job's wall time over all its segments: each checkpoint carries the time up to it, and a
+    job resumed from its own checkpoint goes on counting from there (steps redone after that
+    checkpoint count once). `earlier=False`: a start from another job's checkpoint (continuation)
+    counts its own time only."""
+
+    def __init__(self, earlier: bool = True):
+        self.earlier, self.before, self.started = earlier, 0.0, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.seconds()}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        if self.earlier:
+            self.before = float(state.get("wall_s", 0.0))
 
 
 def clear_resume_state(job_dir: Path) -> None:

@@ -33,6 +33,8 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # torch 2.13's pytree deprecation, raised from inside Lightning; nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\). is deprecated", category=FutureWarning)
+    # Lightning, wherever SLURM's client is installed, on every job not started by srun (a local run)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # gapbench's loaders serve batches generated on the device, or small fixed eval sets: workers would not help
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
     # a continued job starts from an earlier job's checkpoint, written in that job's folder

@@ -9,6 +9,9 @@ submitit, CI and shell loops see that it did not finish.
 - Under submitit, its pre-emption signal (USR2 unless `SUBMITIT_PREEMPT_SIGNAL`) is caught the
   same way and then handed to submitit's handler, which requeues the job; the requeued job resumes
   from last.ckpt.
+- Under SLURM, a pre-empted job (SIGTERM with `PreemptTime` set) that has saved requeues itself
+  (`gapbench.sweep.slurm.requeue_if_preempted`): with a grace period SLURM would take its exit 143 for a
+  failure; after `scancel` the job is not requeued.
 - `forward_to_workers` is installed in the process that launched a sweep: it passes the signal to
   its worker processes (joblib, submitit local), waits until each has saved and exited, and exits
   itself, so no worker goes on training after its sweep is gone.
@@ -24,6 +27,8 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as L
+
+from gapbench.sweep import slurm
 
 log = logging.getLogger("gapbench")
 
@@ -95,6 +100,8 @@ class StopRequest:
         previous = getattr(self, "_previous_handlers", {}).get(self.signum)
         if self.signum == _submitit_signal() and callable(previous):
             previous(self.signum, None)  # requeues and exits
+        if self.signum == signal.SIGTERM and slurm.requeue_if_preempted():
+            log.warning("pre-empted: requeued; the job resumes from its checkpoint when SLURM starts it again")
         raise JobInterrupted(self.signum)
 
 

@@ -1,0 +1,1 @@
+"""gapbench's SLURM launcher plugin for Hydra: `hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml)."""
