@@ -79,3 +79,18 @@ def test_module_entry_point_and_bad_store(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gapbench.results", "ls", "--results", str(tmp_path / "none")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: no results store")
+
+
+def test_export_writes_a_store_mixing_types_in_one_column(tmp_path, capsys):
+    """cfg.progress is false in one row and 10 in another, cfg.probe.at a list in one and missing in
+    the other: Parquet takes one type per column, so such columns are written as text."""
+    pytest.importorskip("pyarrow")
+    results.append_run(tmp_path, {**_row("copy", "lstm", 10, 0, 0.9), "cfg.progress": False, "cfg.probe.at": [0.0, 1.0]})
+    results.append_run(tmp_path, {**_row("copy", "lstm", 10, 1, 0.8), "cfg.progress": 10})
+    out = tmp_path / "x.parquet"
+    assert main(["export", "--results", str(tmp_path), "--parquet", str(out), "--csv", str(tmp_path / "x.csv")]) == 0
+    assert "mixed types written as text: cfg.progress" in capsys.readouterr().err
+    df = pd.read_parquet(out).sort_values("seed")
+    assert list(df["cfg.progress"]) == ["false", "10"] and df["cfg.probe.at"].iloc[0] == "[0.0, 1.0]"
+    assert df["cfg.probe.at"].isna().iloc[1] and list(df["score"]) == [0.9, 0.8]  # one-type columns keep their type
+    assert len(pd.read_csv(tmp_path / "x.csv")) == 2

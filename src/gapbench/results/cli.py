@@ -127,11 +127,30 @@ def cmd_export(args) -> int:
         except ImportError:
             print("export: --parquet needs pyarrow (pip install 'gapbench[parquet]'); skipped", file=sys.stderr)
             return 1 if not args.csv else _write_csv(df, args.csv)
-        df.to_parquet(args.parquet, index=False)
-        print(f"{len(df)} run(s) -> {args.parquet}", file=sys.stderr)
+        typed, as_text = one_type_per_column(df)
+        typed.to_parquet(args.parquet, index=False)
+        note = f" ({len(as_text)} column(s) of mixed types written as text: {', '.join(as_text[:5])}" \
+               f"{', ...' if len(as_text) > 5 else ''})" if as_text else ""
+        print(f"{len(df)} run(s) -> {args.parquet}{note}", file=sys.stderr)
     if args.csv:
         _write_csv(df, args.csv)
     return 0
+
+
+def one_type_per_column(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows with every column of one type, as Parquet needs: a column whose values have more than
+    one type (`cfg.progress`: false in one row, 10 in another; lists beside numbers) is written as
+    text (JSON for lists and dicts, missing values stay missing). Returns (frame, the columns converted)."""
+    out, converted = df.copy(), []
+    for col in df.columns[df.dtypes == object]:
+        values = df[col].dropna()
+        kinds = {type(v) for v in values}
+        if len(kinds) <= 1 and not kinds & {list, dict}:
+            continue
+        out[col] = df[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v))
+                               else json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v))
+        converted.append(col)
+    return out, converted
 
 
 def _write_csv(df: pd.DataFrame, path: str) -> int:
