@@ -163,3 +163,27 @@ def test_the_comparison_grid_has_the_search_resolution():
     gaps = grid_gaps(1, 2000, 1.5)
     assert gaps[0] == 1 and gaps[-2] < 2000 <= gaps[-1]
     assert all(1 < b / a <= 1.5 or b - a == 1 for a, b in zip(gaps, gaps[1:]))
+
+
+def test_a_horizon_sweep_has_one_id_and_a_later_sweep_includes_the_jobs_it_reused(tmp_path, monkeypatch, capsys):
+    """Rows, the horizons file and every tool's --sweep share the default sweep id; a second search
+    that reuses the first one's finished jobs lists them under its own id (results.of_sweeps)."""
+    from gapbench import horizon_cost, results, seed_stability
+
+    monkeypatch.setattr(StopWhenSolved, "on_validation_end", solved_below_7)
+    run_py = load_run_py()
+    args = ["task=adding", "cell=rnn", "gap=4", "cell.hidden_size=4", "trainer.max_steps=20",
+            "trainer.val_check_interval=10", f"results_dir={tmp_path}", *TINY]
+    multirun(monkeypatch, run_py, *args, "seed=0,1", f"hydra.sweep.dir={tmp_path}/hydra/first")
+    (first,) = [p.stem for p in (tmp_path / "horizons").glob("*.json")]
+    assert first == "seed_first"
+    assert set(results.load_runs(tmp_path)["sweep_id"]) == {first}
+    assert horizon_cost.main(["--results-dir", str(tmp_path), "--sweep", first]) == 0
+    assert seed_stability.main(["--results", str(tmp_path), "--sweep", first, "--seeds", "2", "--draws", "2"]) == 0
+    assert f"sweep {first}: search from gap 4" in capsys.readouterr().out
+
+    multirun(monkeypatch, run_py, *args, "seed=0,1,2", f"hydra.sweep.dir={tmp_path}/hydra/second")
+    rows = results.of_sweeps(results.load_runs(tmp_path), tmp_path, ["seed_second"])
+    assert len(rows) == 9 and set(rows["sweep_id"]) == {"seed_second"}
+    assert sorted(rows.groupby("seed")["reused_from"].first().fillna("").tolist()) == ["", first, first]
+    assert len(results.load_runs(tmp_path)) == 9, "seeds 0 and 1 were not trained again"

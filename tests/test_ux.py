@@ -76,3 +76,9 @@ def test_sweep_job_count_and_name():
              "baseline": 0.125, "steps": 20, "wall_s": 65.0}, {"job": 1, "status": "failed"}]
     text = sweep_progress.table(rows)
     assert text.index("failed") < text.index("gru") and "1:05" in text
+    assert sweep_progress.sweep_name(cfg) == "cell" and sweep_progress.swept_keys(cfg) == ["cell", "gap"]
+    rows = [{**rows[0], "job": 1, "status": "skipped (finished)", "swept": {"optim.lr": "0.001"}},
+            {**rows[0], "swept": {"optim.lr": "0.01"}}]
+    lines = sweep_progress.table(rows, ["cell", "optim.lr"]).splitlines()
+    assert lines[0].split()[:7] == ["job", "task", "cell", "gap", "seed", "optim.lr", "status"]
+    assert lines[2].split()[5:8] == ["0.001", "skipped", "(finished)"] and lines[3].split()[5:7] == ["0.01", "finished"]

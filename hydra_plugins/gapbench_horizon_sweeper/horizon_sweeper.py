@@ -190,7 +190,9 @@ class HorizonSweeper(Sweeper):
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         loader = self.hydra_context.config_loader
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_id = str(self.config.get("sweep_id") or sweep_dir.name)
+        from gapbench.sweep.progress import sweep_id as sweep_id_of
+
+        sweep_id = sweep_id_of(self.config)  # the id the jobs' rows and W&B group carry
         try:
             searches, combos = self._plan(arguments, lambda combo: loader.load_sweep_config(self.config, combo), loader)
             out = self._out(self.config.results_dir, sweep_id)

@@ -1216,12 +1216,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"--results {results_dir} is not a directory")
     if not any((results_dir / "runs").glob("*.json")):
         return fail(f"no runs in {results_dir} (expected {results_dir / 'runs'}/*.json; train some with run.py)")
-    from gapbench.results import load_runs
+    from gapbench.results import load_runs, of_sweeps
     runs = load_runs(results_dir)
     if args.sweep:
         attrs = dict(runs.attrs)
         known = sorted(runs["sweep_id"].dropna().astype(str).unique())
-        runs = runs[runs["sweep_id"].astype(str).isin(args.sweep)]
+        runs = of_sweeps(runs, results_dir, args.sweep)  # with the finished runs they reused
         runs.attrs.update(attrs)
         if runs.empty:
             return fail(f"no runs of sweep {', '.join(args.sweep)} in {results_dir}; sweeps there: "

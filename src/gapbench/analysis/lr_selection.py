@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: --results {args.results}: no results store there (no runs/ folder)", file=sys.stderr)
         sys.exit(2)
     try:
-        sel = select(results.load_runs(args.results), args.sweep)
+        sel = select(results.of_sweeps(results.load_runs(args.results), args.results, [args.sweep]), args.sweep)
     except SelectionError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -120,7 +120,9 @@ def sweep_rows(all_runs: pd.DataFrame, results_dir: Path, sweep: str) -> tuple[p
     criterion, and its search settings."""
     from gapbench import report, tasks
 
-    runs = all_runs[all_runs["sweep_id"] == sweep]
+    from gapbench.results import of_sweeps
+
+    runs = of_sweeps(all_runs, results_dir, [sweep])  # with the finished runs it reused
     if runs.empty:
         raise ValueError(f"no runs of sweep {sweep!r} in {results_dir}/runs")
     (task,) = runs["task"].unique()

@@ -26,6 +26,7 @@ from gapbench.train import quiet
 RUNS = "runs"
 CURVES = "curves"
 REPLACED = "replaced"
+SWEEPS = "sweeps"  # <sweep_id>.reused: the finished runs of earlier sweeps a sweep reused, one run_id a line
 
 COLUMNS = ["run_id", "sweep_id", "task", "cell", "gap", "seed", "status", "steps", "wall_s",
            "score_name", "score", "higher_is_better", "test_loss", "baseline",
@@ -182,6 +183,43 @@ def load_curves(results_dir="results") -> pd.DataFrame:
         columns=["run_id", "task", "cell", "gap", "seed", "train_step", "t", "grad_norm"])
     df.attrs["corrupt"] = corrupt
     return df
+
+
+def note_reuse(results_dir, sweep_id: str, run_id: str) -> None:
+    """Record that sweep `sweep_id` reused the finished run `run_id` (stored under an earlier sweep's id)
+    instead of training it again, so that selecting the sweep (`of_sweeps`) includes it."""
+    path = Path(results_dir) / SWEEPS / f"{sweep_id}.reused"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if run_id in reused_by(results_dir, sweep_id):
+        return
+    with open(path, "a") as f:  # one short line per write: O_APPEND keeps parallel jobs' lines whole
+        f.write(run_id + "\n")
+
+
+def reused_by(results_dir, sweep_id: str) -> list[str]:
+    try:
+        return [line for line in (Path(results_dir) / SWEEPS / f"{sweep_id}.reused").read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
+def of_sweeps(df: pd.DataFrame, results_dir, sweeps) -> pd.DataFrame:
+    """The rows of these sweeps: those they trained, and the finished runs they reused from earlier
+    sweeps (listed under the reusing sweep's id, the earlier one in `reused_from`, each row once)."""
+    sweeps = [str(s) for s in sweeps]
+    own = df[df["sweep_id"].astype(str).isin(sweeps)].copy()
+    own["reused_from"] = None
+    taken, extra = set(own["run_id"]), []
+    by_id = df.set_index("run_id", drop=False)
+    for sweep in sweeps:
+        for run_id in reused_by(results_dir, sweep):
+            if run_id in taken or run_id not in by_id.index:
+                continue
+            row = by_id.loc[[run_id]].iloc[:1].copy()
+            row["reused_from"], row["sweep_id"] = row["sweep_id"], sweep
+            extra.append(row)
+            taken.add(run_id)
+    return pd.concat([own, *extra], ignore_index=True) if extra else own.reset_index(drop=True)
 
 
 def flatten(cfg: dict, prefix: str = "cfg.") -> dict[str, Any]:

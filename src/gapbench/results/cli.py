@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from gapbench.paths import name_problem, output_file_problem
-from gapbench.results import UnusableRecord, load_runs, read_row, run_path
+from gapbench.results import UnusableRecord, load_runs, of_sweeps, read_row, run_path
 
 LS_COLUMNS = ["run_id", "task", "cell", "gap", "seed", "status", "score_name", "score", "baseline", "steps",
               "wall_s", "sweep_id"]
@@ -58,8 +58,10 @@ def _coerce(series: pd.Series, text: str):
 
 
 def select(df: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    if args.sweep:  # a sweep's rows include the finished runs it reused from earlier sweeps
+        df = of_sweeps(df, args.results, args.sweep)
     for column, wanted in [("task", args.task), ("cell", args.cell), ("gap", args.gap), ("seed", args.seed),
-                           ("sweep_id", args.sweep), ("status", args.status)]:
+                           ("status", args.status)]:
         if wanted:
             df = df[df[column].isin(wanted)]
     for cond in args.where:

@@ -74,6 +74,8 @@ def swept_keys(config: DictConfig) -> list[str]:
     params = config.hydra.sweeper.get("params") or {}
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     swept = [o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()] + list(params)
+    if _horizon(config):
+        swept.append("gap")  # the horizon sweeper chooses each job's gap
     return list(dict.fromkeys(swept))
 
 
@@ -82,7 +84,24 @@ def sweep_name(config: DictConfig) -> str:
     choice = config.hydra.runtime.choices.get("experiment")
     if choice:
         return str(choice)
-    return "-".join(k.replace("/", ".") for k in swept_keys(config)) or "sweep"
+    return "-".join(k.replace("/", ".") for k in swept_keys(config) if k != "gap" or not _horizon(config)) or "multirun"
+
+
+def _horizon(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("HorizonSweeper")
+
+
+def sweep_id(config: DictConfig, hydra: DictConfig | None = None) -> str:
+    """The one id of a sweep (or single run): its rows' sweep_id, its W&B group, its horizons file
+    (results_dir/horizons/<id>.json) and what every tool's --sweep takes. `sweep_id=NAME` if given,
+    else the sweep's name (experiment or swept keys) and launch time, e.g. `cell-seed_2026-12-04_13-53-24`.
+    `hydra`: the Hydra config node when `config` has none (inside a job, HydraConfig.get())."""
+    if config.get("sweep_id"):
+        return str(config.sweep_id)
+    hc = hydra if hydra is not None else config.hydra
+    folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
+    name = sweep_info(folder).get("name") or hc.runtime.choices.get("experiment") or "run"
+    return f"{name}_{folder.name}"
 
 
 def sweep_info(sweep_dir: str | Path) -> dict[str, Any]:
@@ -113,7 +132,9 @@ def read_progress(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], swept: list[str] = ()) -> str:
+    """The sweep's jobs: every swept key (columns after seed), status ("skipped" where a finished
+    row was reused, its time then the time it took when it ran), score, baseline, steps, time."""
     from tabulate import tabulate
 
     def cell(key, value):
@@ -121,8 +142,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             return _clock(value) if key == "wall_s" else f"{value:.4g}"
         return "" if value is None else value
 
-    body = [[cell(k, r.get(k)) for k in TABLE_COLUMNS] for r in sorted(rows, key=lambda r: r["job"])]
-    headers = [c if c != "wall_s" else "time" for c in TABLE_COLUMNS]
+    extra = [k for k in swept if k not in TABLE_COLUMNS]
+    columns = TABLE_COLUMNS[:5] + extra + TABLE_COLUMNS[5:]
+    body = [[cell(k, r.get("swept", {}).get(k) if k in extra else r.get(k)) for k in columns]
+            for r in sorted(rows, key=lambda r: r["job"])]
+    headers = [c if c != "wall_s" else "time" for c in columns]
     return tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
@@ -147,7 +171,9 @@ class SweepProgress(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(info))
-        log.info("sweep %s: %s jobs -> %s", config.get("sweep_id") or info["name"], self.total or "?", sweep_dir)
+        jobs = f"{self.total} job{'s' if self.total != 1 else ''}" if self.total else \
+            "jobs chosen as it runs" if _horizon(config) else "jobs counted as they run"
+        log.info("sweep %s: %s -> %s", sweep_id(config), jobs, sweep_dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode.name != "MULTIRUN" or _rank() != 0:
@@ -158,10 +184,10 @@ class SweepProgress(Callback):
         done = len(read_progress(config.hydra.sweep.dir))
         elapsed = time.time() - self.started
         eta = elapsed / done * ((self.total or done) - done) if done else float("nan")
-        log.info("job %d/%s  %s  (sweep: %d done, %s elapsed, ETA %s)", config.hydra.job.num + 1, self.total or "?",
-                 " ".join(o for o in config.hydra.overrides.task if o.split("=")[0].lstrip("+~") in self.swept)
-                 or "(defaults)", done, _clock(elapsed),
-                 _clock(eta) if self.total else "?")
+        label = " ".join(o for o in config.hydra.overrides.task if o.split("=")[0].lstrip("+~") in self.swept)
+        log.info("job %s  %s  (sweep: %d done, %s elapsed%s)",
+                 f"{config.hydra.job.num + 1}/{self.total}" if self.total else config.hydra.job.num + 1,
+                 label or "the default config", done, _clock(elapsed), f", ETA {_clock(eta)}" if self.total else "")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         global _last_row
@@ -169,8 +195,11 @@ class SweepProgress(Callback):
             return
         row, _last_row = _last_row or {}, None
         failed = job_return.status == JobStatus.FAILED
-        entry = {"job": config.hydra.job.num + 1, "status": "failed" if failed else row.get("status", "?"),
-                 **{k: row.get(k) for k in TABLE_COLUMNS if k not in ("job", "status")}, "run_id": row.get("run_id")}
+        status = "failed" if failed else row.get("status", "?")
+        entry = {"job": config.hydra.job.num + 1, "status": f"skipped ({status})" if row.get("skipped") else status,
+                 **{k: row.get(k) for k in TABLE_COLUMNS if k not in ("job", "status")}, "run_id": row.get("run_id"),
+                 "swept": {k: v for k, _, v in (o.lstrip("+~").partition("=") for o in config.hydra.overrides.task)
+                           if k in self.swept and k not in TABLE_COLUMNS}}
         # a job that failed, or ran elsewhere, has no (full) row: what it is comes from its config
         known = {"cell": OmegaConf.select(config, "cell.name"), "task": OmegaConf.select(config, "task.name"),
                  "gap": config.get("gap"), "seed": config.get("seed")}
@@ -190,8 +219,8 @@ class SweepProgress(Callback):
         for r in rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        log.info("sweep done: %d/%s jobs in %s (%s)\n%s", len(rows), self.total or "?",
-                 _clock(time.time() - self.started), summary, table(rows))
+        log.info("sweep done: %s jobs in %s (%s)\n%s", f"{len(rows)}/{self.total}" if self.total else len(rows),
+                 _clock(time.time() - self.started), summary, table(rows, self.swept))
 
 
 NAMED_ELSEWHERE = {"cell", "task", "gap", "seed", "results_dir", "sweep_id", "rerun", "threads", "progress",

@@ -87,12 +87,16 @@ def _sweep_id(cfg: DictConfig) -> str:
     if cfg.sweep_id:
         return str(cfg.sweep_id)
     try:
-        hc = HydraConfig.get()
-        folder = Path(hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir)
-        name = sweep_progress.sweep_info(folder).get("name") or hc.runtime.choices.get("experiment") or "run"
-        return f"{name}_{folder.name}"  # readable (experiment or swept keys) and unique (the launch time)
+        return sweep_progress.sweep_id(cfg, HydraConfig.get())
     except ValueError:  # not launched through Hydra (tests, notebooks)
         return dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:
+        return False
 
 
 def make_task(cfg: DictConfig) -> Task:
@@ -256,10 +260,13 @@ def _finished(done: dict[str, Any] | None) -> bool:
     return bool(done) and done.get("status") in ("finished", "diverged")
 
 
-def _log_skip(done: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+def _log_skip(done: dict[str, Any], results_dir: Path, cfg: DictConfig) -> dict[str, Any]:
+    sweep_id = _sweep_id(cfg)
+    if done.get("sweep_id") != sweep_id and (cfg.sweep_id or _in_multirun()):  # the sweep's report includes it
+        results.note_reuse(results_dir, sweep_id, done["run_id"])
     log.info("skip %s: already %s in %s (score %s=%s); rerun=true trains it again", done["run_id"], done["status"],
              results.run_path(results_dir, done["run_id"]), done.get("score_name"), done.get("score"))
-    return done
+    return {**done, "skipped": True}  # for the sweep's table; the stored row is unchanged
 
 
 def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]:
@@ -274,7 +281,7 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
     run_id = job_run_id(cfg)
     done = results.read_run(results_dir, run_id)
     if _finished(done) and not cfg.rerun:
-        return _log_skip(done, results_dir)
+        return _log_skip(done, results_dir, cfg)
 
     job_dir = results_dir / "jobs" / run_id
     for name in (jobstate.LOCK, jobstate.OWNER):
@@ -294,7 +301,7 @@ def run_job(cfg: DictConfig, callbacks: list[L.Callback] = ()) -> dict[str, Any]
         with stop:
             done = results.read_run(results_dir, run_id)  # it may have finished while another process held it
             if _finished(done) and not cfg.rerun:
-                row = _log_skip(done, results_dir)
+                row = _log_skip(done, results_dir, cfg)
             else:
                 if _finished(done) and jobstate.start_rerun(job_dir, done):
                     log.info("%s: resuming the interrupted rerun", run_id)
