@@ -61,3 +61,25 @@ def test_what_is_not_a_measurement():
     assert reason("+trainer.fast_dev_run=true") == "trainer.fast_dev_run=True"
     assert reason("+trainer.limit_val_batches=1") == "trainer.limit_val_batches=1"
     assert reason("+trainer.overfit_batches=1") == "trainer.overfit_batches=1"
+
+
+def test_a_checkpoint_evaluates_at_another_gap_seed_and_test_size_or_refuses_in_one_line(tmp_path):
+    import pytest
+
+    from gapbench.config.preflight import check_command_line
+    from gapbench.config.validate import ConfigError
+
+    row = run_job(make_cfg(tmp_path, "trainer.max_steps=4"))
+    ckpt = tmp_path / "jobs" / row["run_id"] / "last.ckpt"
+    out = evaluate(ckpt, threads=1, changes={"gap": 8, "seed": 3, "task.test_size": 64})
+    assert (out["gap"], out["seed"], out["test_size"], out["step"]) == (8, 3, 64, 4)
+    assert out["changed"] == {"gap": 8, "seed": 3, "task.test_size": 64} and 0 <= out["score"] <= 1
+    assert len(load_runs(tmp_path)) == 1, "no row stored"
+
+    tf = run_job(make_cfg(tmp_path, "trainer.max_steps=2", "cell=transformer"))
+    with pytest.raises(ConfigError, match="weights do not fit the model at gap=8 \\(trained at 4\\)"):
+        evaluate(tmp_path / "jobs" / tf["run_id"] / "last.ckpt", threads=1, changes={"gap": 8})
+    problem = check_command_line(["eval_only=true", f"ckpt_path={ckpt}", "gap=20", "cell.hidden_size=64"], CONF)
+    assert problem.startswith("eval_only=true tests the checkpoint's model as trained") and "cell.hidden_size" in problem
+    assert check_command_line(["eval_only=true", f"ckpt_path={ckpt}", "gap=20", "seed=3", "threads=1",
+                               "eval_out=x.json"], CONF) is None

@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gapbench.paths import folder_problem
 from gapbench.sweep.slurm import launcher_problem, requested_machine
 from gapbench.tasks import TaskError
-from gapbench.config.validate import ConfigError, check_config, judging, plain
+from gapbench.config.validate import ConfigError, check_config, check_eval_overrides, judging, plain
 
 GROUPS = ("cell", "task", "logger", "trainer", "experiment", "debug", "hydra/launcher", "hydra/sweeper")
 OPTIONAL_GROUPS = ("experiment", "debug")  # `optional ...: null` in conf/config.yaml's defaults
@@ -242,6 +242,11 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
         return f"cannot parse the command line: {str(e).splitlines()[0]}"
     ours = [o.input_line for o in parsed if not o.get_key_element().lstrip("+~").startswith("hydra")]
     arguments = list(ours)  # what Hydra hands the sweeper
+    if any(o.get_key_element() == "eval_only" and o.value() is True for o in parsed):
+        try:
+            check_eval_overrides([o.get_key_element() for o in parsed])
+        except ConfigError as e:
+            return str(e)
     for o in parsed:
         problem = _unknown_addition(o) or _hydra_key_problem(o)
         if problem:

@@ -53,6 +53,22 @@ def judging(machine: Machine | None):
         _TARGET.reset(token)
 
 
+# eval_only=true rebuilds the job from its checkpoint's config: these keys may change what is tested
+EVAL_CHANGES = ("gap", "seed", "task.test_size")
+# and these only how it runs or is shown; any other key would need another model, so it is refused
+EVAL_PRESENTATION = ("results_dir", "threads", "progress", "verbose", "eval_only", "ckpt_path", "eval_out", "logger",
+                     "wandb", "rerun", "sweep_id", "checkpoint_every", "hydra", "hydra/launcher", "hydra/sweeper")
+
+
+def check_eval_overrides(keys: list[str]) -> None:
+    """eval_only=true: refuse, in one line, a command-line key the checkpoint's model cannot honour."""
+    refused = [k for k in (k.lstrip("+~") for k in keys)
+               if k not in EVAL_CHANGES and k.split(".")[0] not in EVAL_PRESENTATION]
+    if refused:
+        raise ConfigError(f"eval_only=true tests the checkpoint's model as trained and can change only "
+                          f"{', '.join(EVAL_CHANGES)}; it cannot honour {', '.join(refused)} (train a job with it instead)")
+
+
 def _int(name: str, value: Any, minimum: int, hint: str = "", maximum: int | None = None) -> int:
     valid = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, int):

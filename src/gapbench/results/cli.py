@@ -26,7 +26,7 @@ LS_COLUMNS = ["run_id", "task", "cell", "gap", "seed", "status", "score_name", "
 # keys that differ between the rows of one comparison by design, or never change what is computed
 NOT_A_CONDITION = {"cfg.cell.name", "cfg.gap", "cfg.seed", "cfg.results_dir", "cfg.sweep_id", "cfg.rerun",
                    "cfg.threads", "cfg.progress", "cfg.checkpoint_every", "cfg.logger.name", "cfg.verbose",
-                   "cfg.eval_only", "cfg.ckpt_path", "cfg.trainer.enable_progress_bar", "cfg.trainer.log_every_n_steps",
+                   "cfg.eval_only", "cfg.ckpt_path", "cfg.eval_out", "cfg.trainer.enable_progress_bar", "cfg.trainer.log_every_n_steps",
                    "cfg.trainer.enable_model_summary", "cfg.trainer.num_sanity_val_steps"}
 
 

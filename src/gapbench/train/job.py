@@ -41,7 +41,7 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda reco
 # Keys that change how a job is shown or stored, never what it computes (threads: only the rounding of
 # CPU sums, like the device; docs/report.md, Conditions): left out of the config hash.
 PRESENTATION_KEYS = {"results_dir", "sweep_id", "rerun", "threads", "progress", "checkpoint_every", "logger", "wandb",
-                     "verbose", "eval_only", "ckpt_path"}
+                     "verbose", "eval_only", "ckpt_path", "eval_out"}
 PROGRESS_EVERY = 10  # progress=true: redraw the bar every 10 steps (a redraw costs ~0.2 ms on this CPU)
 PRESENTATION_TRAINER_KEYS = {"log_every_n_steps", "enable_model_summary", "enable_progress_bar", "num_sanity_val_steps"}
 
