@@ -82,3 +82,55 @@ def test_sweep_job_count_and_name():
     lines = sweep_progress.table(rows, ["cell", "optim.lr"]).splitlines()
     assert lines[0].split()[:7] == ["job", "task", "cell", "gap", "seed", "optim.lr", "status"]
     assert lines[2].split()[5:8] == ["0.001", "skipped", "(finished)"] and lines[3].split()[5:7] == ["0.01", "finished"]
+
+
+def test_a_job_whose_stdout_is_not_a_terminal_logs_plain_progress_lines(tmp_path, caplog, capsys):
+    """Under pytest stdout is not a terminal, as under nohup or SLURM: no bar redraws, ~20 plain lines."""
+    from gapbench.train.job import run_job
+    from gapbench.train.progress import plain_every
+
+    assert plain_every(10, 20000) == 1000 and plain_every(10, 50) == 10
+    caplog.set_level(logging.INFO, logger="gapbench")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"results_dir={tmp_path}", "logger=none", "threads=1", "gap=4",
+                                                       "cell.hidden_size=8", "trainer.max_steps=40", "progress=10",
+                                                       "task.val_size=32", "task.test_size=64", "probe.at=[]"])
+    run_job(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train ")]
+    assert [line.split()[1] for line in lines] == ["10/40", "20/40", "30/40", "40/40"]
+    assert "steps/s" in lines[0] and "ETA" in lines[0]
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err and "Validation DataLoader" not in out.out + out.err
+
+
+def test_preflight_reads_config_dir_and_config_name_as_hydra_does(tmp_path):
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "mycell.yaml").write_text("name: gru\nhidden_size: 7\nlayers: 1\ndropout: 0.0\n")
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\ngap: 7\n")
+    for flags in (["--config-dir", str(tmp_path)], [f"--config-dir={tmp_path}"], ["-cd", str(tmp_path)]):
+        assert check_command_line([*flags, "cell=mycell"], CONF) is None, flags
+        assert check_command_line([*flags, "--config-name", "mine", "cell=mycell", "gap=3"], CONF) is None
+    assert "unknown cell 'mycell'" in check_command_line(["cell=mycell"], CONF)
+    assert "is not a directory" in check_command_line(["--config-dir", str(tmp_path / "nope")], CONF)
+    assert "no config nope.yaml" in check_command_line(["--config-name", "nope"], CONF)
+
+
+def test_the_help_lists_group_keys_and_its_examples_parse():
+    import shlex
+
+    from gapbench import results_cli
+
+    text = gb_help.render()
+    for key in ("trainer.max_steps=20000", "cell.hidden_size=128", "task.test_size=", "hydra.sweeper.factor=",
+                "+trainer.KEY=VALUE", "cell=NAME --cfg job --package cell"):
+        assert key in text, key
+    examples = [shlex.split(line.split("#")[0]) for line in text.split("Examples:")[1].splitlines()
+                if line.strip().startswith("python ")]
+    assert len(examples) >= 8
+    for argv in examples:
+        if argv[1] == "run.py":
+            assert check_command_line(argv[2:], CONF) is None, argv
+        elif argv[2] == "gapbench.results":
+            results_cli.build_parser().parse_args(argv[3:])  # argparse exits 2 on a bad example
+        else:
+            assert argv[2] == "gapbench.report"

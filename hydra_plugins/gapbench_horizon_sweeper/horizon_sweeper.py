@@ -104,7 +104,7 @@ class HorizonSweeper(Sweeper):
         for combo in combos:
             search, task_cls, names = self._search_for(compose(combo))
             combo = combo + self._selected_lr(selection, combo, names)
-            label = " ".join(o for o in combo if _key(o) in swept) or "all"
+            label = " ".join(o for o in combo if _key(o) in swept) or f"cell={names['cell']}"
             searches.append({"combo": [o for o in combo if _key(o) != "gap"], "label": label,
                              "search": search, "task": task_cls, "names": names, "runs": {}})
         return searches, combos

@@ -48,17 +48,19 @@ def group_choices() -> str:
     return "\n".join(lines)
 
 
-def documented_keys(config_file: Path = CONF / "config.yaml") -> list[tuple[str, str, str]]:
-    """(dotted key, default, one-line meaning) for every key of the main config, from its comments."""
-    out, parents = [], []
+def documented_keys(config_file: Path = CONF / "config.yaml", prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, one-line meaning) for every key of a config file, from its comments;
+    `prefix`: the group the file is read under (e.g. `trainer.`)."""
+    out, parents = [], [prefix.rstrip(".")] if prefix else []
+    base = len(parents)
     in_defaults = False
     for line in config_file.read_text().splitlines():
         m = _KEY.match(line)
         if not m or line.lstrip().startswith("#"):
             continue
-        depth = len(m["indent"]) // 2
+        depth = len(m["indent"]) // 2 + base
         parents = parents[:depth] + [m["key"]]
-        if depth == 0:
+        if depth == base:
             in_defaults = m["key"] in ("defaults", "hydra")
         if in_defaults:
             continue
@@ -68,11 +70,29 @@ def documented_keys(config_file: Path = CONF / "config.yaml") -> list[tuple[str,
     return out
 
 
+def _lines(keys: list[tuple[str, str, str]], width: int) -> list[str]:
+    return [f"  {f'{k}={v}' if v else f'{k}.*':{width}}  {doc}".rstrip() for k, v, doc in keys]
+
+
 def key_lines() -> str:
-    keys = documented_keys()
-    width = max(len(k) + len(v) + 1 for k, v, _ in keys)
-    text = "\n".join(f"  {f'{k}={v}' if v else f'{k}.*':{width}}  {doc}" for k, v, doc in keys)
-    return text.replace("$", "$$")  # Hydra fills the help template with string.Template
+    """Every key of conf/config.yaml, then of the default trainer, cell and task (the groups' other
+    choices: where to list their keys), then the horizon sweeper's."""
+    main = documented_keys()
+    groups = [("trainer", "default", "Lightning Trainer arguments; any other with +trainer.KEY=VALUE"),
+              ("cell", "lstm", "another cell's options: python run.py cell=NAME --cfg job --package cell"),
+              ("task", "copy", "another task's options: python run.py task=NAME --cfg job --package task")]
+    group_keys = [(g, choice, note, [k for k in documented_keys(CONF / g / f"{choice}.yaml", f"{g}.") if k[0] != f"{g}.name"])
+                  for g, choice, note in groups]
+    sweeper = [("hydra.sweeper.factor", "1.5", "stop when the bracket [solved gap, failed gap) is within this ratio"),
+               ("hydra.sweeper.max_gap", "2000", "the largest gap tried")]
+    every = main + sweeper + [k for *_, keys in group_keys for k in keys]
+    width = max(len(k) + len(v) + 1 for k, v, _ in every)
+    text = _lines(main, width)
+    for group, choice, note, keys in group_keys:
+        text += ["", f"  {group}.* ({group}={choice}; {note}):", *_lines(keys, width)]
+    text += ["", "  hydra.sweeper.* (hydra/sweeper=horizon; also grow, min_gap, lr_from: "
+                 "python run.py hydra/sweeper=horizon --cfg hydra --package hydra.sweeper):", *_lines(sweeper, width)]
+    return "\n".join(text).replace("$", "$$")  # Hydra fills the help template with string.Template
 
 
 OmegaConf.register_new_resolver("gapbench_groups", group_choices, replace=True)

@@ -42,6 +42,23 @@ def _choices(group: str) -> list[str]:
     return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
+VALUE_FLAGS = {"-cd": "dir", "--config-dir": "dir", "-cn": "name", "--config-name": "name",
+               "-cp": "path", "--config-path": "path"}
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(overrides, {'dir'|'name'|'path': value}) from a run.py command line, as Hydra reads it:
+    `--config-dir DIR`, `--config-dir=DIR`, `-cd DIR` (and -cn/--config-name, -cp/--config-path)."""
+    overrides, flags, it = [], {}, iter(argv)
+    for a in it:
+        flag, eq, value = a.partition("=")
+        if flag in VALUE_FLAGS:
+            flags[VALUE_FLAGS[flag]] = value if eq else next(it, "")
+        elif not a.startswith("-"):
+            overrides.append(a)
+    return overrides, flags
+
+
 def _expand(overrides: list[str]) -> list[list[str]]:
     """Every job of a sweep as its override list (the full product, at most MAX_CHECKED): for
     callers that need each job (gapbench.perf.overhead's per-job timings), not for checking."""
@@ -234,8 +251,19 @@ def _check_launcher(hydra_cfg) -> None:
 
 
 def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
-    """None if every job of this command line is valid, else the one-line reason."""
-    overrides = [a for a in argv if not a.startswith("-")]
+    """None if every job of this command line is valid, else the one-line reason. `conf_dir`: the
+    config directory of run.py (`--config-path` replaces it, `--config-dir` adds one)."""
+    overrides, flags = split_argv(argv)
+    config_name = flags.get("name") or "config"
+    if flags.get("path"):
+        conf_dir = Path(conf_dir).parent / flags["path"]  # Hydra: relative to the script's folder
+    dirs = [Path(conf_dir)]
+    if flags.get("dir"):
+        if not Path(flags["dir"]).is_dir():
+            return f"--config-dir {flags['dir']} is not a directory"
+        dirs.insert(0, Path(flags["dir"]))
+    if not any((d / f"{config_name}.yaml").is_file() for d in dirs):
+        return f"no config {config_name}.yaml in {' or '.join(map(str, dirs))}; check --config-dir / --config-path / --config-name"
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
@@ -255,6 +283,12 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
     sweeper = next((o.get_value_element_as_str() for o in parsed
                     if o.get_key_element().lstrip("+") == "hydra/sweeper"), "basic")
     with initialize_config_dir(config_dir=str(Path(conf_dir).absolute()), version_base="1.3"):
+        if len(dirs) > 1:  # as Hydra's run does for --config-dir: searched before the primary config dir
+            from hydra._internal.config_repository import ConfigRepository
+
+            loader = GlobalHydra.instance().config_loader()
+            loader.config_search_path.prepend(provider="command-line", path=f"file://{dirs[0].absolute()}")
+            loader.repository = ConfigRepository(config_search_path=loader.config_search_path)
         for o in parsed:
             problem = _sweep_problem(o, multirun, sweeper)
             if problem:
@@ -269,7 +303,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                         return f"unknown {group.replace('hydra/', '')} '{v}'; valid: {', '.join(valid)}"
         first = [f"{o.get_key_element()}={_values(o)[0]}" for o in parsed]
         try:
-            with_hydra = compose(config_name="config", overrides=first, return_hydra_config=True)
+            with_hydra = compose(config_name=config_name, overrides=first, return_hydra_config=True)
             hydra_cfg = with_hydra.hydra
             _check_launcher(hydra_cfg)
         except ConfigError as e:
@@ -296,7 +330,7 @@ def check_command_line(argv: list[str], conf_dir: Path) -> str | None:
                     with open_dict(base):
                         del base["hydra"]
                 else:
-                    base = compose(config_name="config", overrides=composed)
+                    base = compose(config_name=config_name, overrides=composed)
                 raw = OmegaConf.to_container(base, resolve=False)
                 resolved = OmegaConf.to_container(base, resolve=True)
             except (HydraException, OmegaConfBaseException) as e:

@@ -84,7 +84,8 @@ def sweep_name(config: DictConfig) -> str:
     choice = config.hydra.runtime.choices.get("experiment")
     if choice:
         return str(choice)
-    return "-".join(k.replace("/", ".") for k in swept_keys(config) if k != "gap" or not _horizon(config)) or "multirun"
+    return "-".join(k.replace("/", ".") for k in swept_keys(config) if k != "gap" or not _horizon(config)) \
+        or ("horizon" if _horizon(config) else "multirun")
 
 
 def _horizon(config: DictConfig) -> bool:

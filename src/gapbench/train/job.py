@@ -28,7 +28,7 @@ from gapbench.train.measurement import not_a_measurement
 from gapbench.config.conditions import condition_id
 from gapbench.train.lightning_module import Diverged, GapModule, TaskData
 from gapbench.train.probe import GradientProbe
-from gapbench.train.progress import StepProgressBar
+from gapbench.train.progress import PlainProgress, StepProgressBar, can_redraw, plain_every
 from gapbench.train.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
 from gapbench.train.stopping import StopWhenSolved
 from gapbench.tasks import Task, build_task
@@ -126,13 +126,16 @@ def _threads(cfg: DictConfig) -> int:
         return min(int(cfg.threads), cpu_cores())
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # submitit/SLURM: the allocation is the budget
         return int(os.environ["SLURM_CPUS_PER_TASK"])
-    cores = cpu_cores()
+    return max(1, cpu_cores() // _parallel_jobs())
+
+
+def _parallel_jobs() -> int:
+    """Jobs this job's launcher runs at once on this machine (joblib's n_jobs; 1 otherwise)."""
     try:
         jobs = int(HydraConfig.get().launcher.get("n_jobs") or 1)
     except (ValueError, AttributeError):
         jobs = 1
-    jobs = cores if jobs < 0 else jobs  # joblib: n_jobs=-1 means one job per core
-    return max(1, cores // max(1, jobs))
+    return cpu_cores() if jobs < 0 else max(1, jobs)  # joblib: n_jobs=-1 means one job per core
 
 
 def _device_name(trainer: L.Trainer) -> str:
@@ -362,9 +365,18 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
     trainer_kwargs = dict(config["trainer"])
     redraw_every = PROGRESS_EVERY if cfg.progress is True else int(cfg.progress or 0)
     trainer_kwargs.setdefault("enable_progress_bar", redraw_every > 0)
+    max_steps = int(cfg.trainer.max_steps)
+    progress = []
+    if trainer_kwargs["enable_progress_bar"]:
+        parallel = _parallel_jobs() > 1
+        if can_redraw(parallel):
+            progress = [StepProgressBar(refresh_rate=redraw_every)]
+        else:  # a file or a terminal shared by parallel workers: plain lines, not redraws
+            trainer_kwargs["enable_progress_bar"] = False
+            progress = [PlainProgress(plain_every(redraw_every or PROGRESS_EVERY, max_steps),
+                                      label=f"{run_id}: " if parallel else "")]
     # every rank evaluates the whole (small) held-out set, so metrics never depend on the device count
     trainer_kwargs.setdefault("use_distributed_sampler", False)
-    max_steps = int(cfg.trainer.max_steps)
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     solved = StopWhenSolved(task, stop=bool(cfg.get("stop_when_solved", False)))
@@ -375,7 +387,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
                    probe, solved, clock, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
-                   *([StepProgressBar(refresh_rate=redraw_every)] if trainer_kwargs["enable_progress_bar"] else []),
+                   *progress,
                    *callbacks],
     )
     started = dt.datetime.now(dt.timezone.utc)

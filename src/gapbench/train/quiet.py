@@ -39,6 +39,8 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
     # a continued job starts from an earlier job's checkpoint, written in that job's folder
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # Lightning's hint on any machine with `srun` installed, for jobs not started by srun (a login node)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # W&B prints ~35 `wandb:` lines per run (banner, sync hints, run summary); the row holds the result
     os.environ.setdefault("WANDB_SILENT", "true")
     if wandb and os.environ["WANDB_SILENT"] == "true":
