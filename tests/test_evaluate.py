@@ -83,3 +83,13 @@ def test_a_checkpoint_evaluates_at_another_gap_seed_and_test_size_or_refuses_in_
     assert problem.startswith("eval_only=true tests the checkpoint's model as trained") and "cell.hidden_size" in problem
     assert check_command_line(["eval_only=true", f"ckpt_path={ckpt}", "gap=20", "seed=3", "threads=1",
                                "eval_out=x.json"], CONF) is None
+
+
+def test_debug_overfit_reports_the_training_loss_on_its_one_batch(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="gapbench")
+    row = run_job(make_cfg(tmp_path, "debug=overfit", "trainer.max_steps=40", "cell.hidden_size=32"))
+    assert "not stored" in row["status"] and not (tmp_path / "runs").exists()
+    assert row["train_loss_last"] < row["train_loss_first"]
+    assert "training loss on one repeated batch" in caplog.text and "at step 40" in caplog.text

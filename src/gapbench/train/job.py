@@ -28,7 +28,7 @@ from gapbench.train.measurement import not_a_measurement
 from gapbench.config.conditions import condition_id
 from gapbench.train.lightning_module import Diverged, GapModule, TaskData
 from gapbench.train.probe import GradientProbe
-from gapbench.train.progress import PlainProgress, StepProgressBar, can_redraw, plain_every
+from gapbench.train.progress import LossTrace, PlainProgress, StepProgressBar, can_redraw, plain_every
 from gapbench.train.signals import StopOnSignal, Stopped, StopRequest, refuse_if_stopping
 from gapbench.train.stopping import StopWhenSolved
 from gapbench.tasks import Task, build_task
@@ -377,6 +377,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
                                       label=f"{run_id}: " if parallel else "")]
     # every rank evaluates the whole (small) held-out set, so metrics never depend on the device count
     trainer_kwargs.setdefault("use_distributed_sampler", False)
+    loss_trace = LossTrace() if cfg.trainer.get("overfit_batches") else None  # debug=overfit: what it is for
     probe = GradientProbe([round(f * (max_steps - 1)) for f in cfg.probe.at],
                           {"run_id": run_id, "task": cfg.task.name, "cell": cfg.cell.name, "gap": cfg.gap, "seed": cfg.seed})
     solved = StopWhenSolved(task, stop=bool(cfg.get("stop_when_solved", False)))
@@ -387,7 +388,7 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
         callbacks=[ModelCheckpoint(dirpath=str(job_dir), save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.checkpoint_every, enable_version_counter=False),
                    probe, solved, clock, StopOnSignal(stop, last_ckpt), ConfigInCheckpoint(config),
-                   *progress,
+                   *progress, *([loss_trace] if loss_trace else []),
                    *callbacks],
     )
     started = dt.datetime.now(dt.timezone.utc)
@@ -448,6 +449,12 @@ def _train(cfg: DictConfig, callbacks, stop: StopRequest, config: dict[str, Any]
                 "budget/max_steps": max_steps, "budget/max_time": cfg.trainer.get("max_time")})
         if not trainer.is_global_zero:  # DDP: one row per job, written by rank 0
             return row
+        if debug and loss_trace and loss_trace.first:
+            (s0, l0), (s1, l1) = loss_trace.first, loss_trace.last
+            log.info("end %s %s: training loss on one repeated batch %.4g at step %d -> %.4g at step %d (%s); "
+                     "not stored (%s is not a full measurement)", run_id, status, l0, s0, l1, s1,
+                     "falling" if l1 < 0.5 * l0 else "NOT falling: the model cannot fit one batch at this lr", debug)
+            return {**row, "status": f"{status} (debug, not stored)", "train_loss_first": l0, "train_loss_last": l1}
         if debug:
             log.info("end %s %s: %s=%.4g (baseline %.4g) after %d steps in %.0f s -> not stored (%s is not a "
                      "full measurement)", run_id, status, task.score_name, row["score"], task.baseline,

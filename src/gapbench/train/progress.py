@@ -42,10 +42,21 @@ class StepProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
     def on_train_epoch_start(self, trainer, *_):
-        # as Lightning's, less the "Epoch N" description (a job trains one endless epoch)
-        total = self.total_train_batches
+        # counted in steps against trainer.max_steps, once: a job trains one endless epoch, except under
+        # overfit_batches (one batch an epoch), whose bar would otherwise restart at 1/1 every step
+        if trainer.current_epoch > 0 and self.train_progress_bar.total:
+            return
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else self.total_train_batches
         self.train_progress_bar.reset(total=None if total is None or math.isinf(total) else int(total))
         self.train_progress_bar.initial = 0
+        self.train_progress_bar.n = trainer.global_step  # a resumed job starts where it stopped
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if self._should_update(step, self.train_progress_bar.total):
+            self.train_progress_bar.n = step
+            self.train_progress_bar.refresh()
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
@@ -65,6 +76,21 @@ def can_redraw(parallel_workers: bool = False) -> bool:
 def plain_every(progress_every: int, max_steps: int) -> int:
     """Steps between plain progress lines: the bar's interval, but at most ~PLAIN_LINES lines per job."""
     return max(progress_every, math.ceil(max_steps / PLAIN_LINES))
+
+
+class LossTrace(L.Callback):
+    """The training loss at the first and the last step (debug=overfit's end line reports them)."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, float] | None = None
+        self.last: tuple[int, float] | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        self.last = (trainer.global_step, float(loss))
+        self.first = self.first or self.last
 
 
 class PlainProgress(L.Callback):
