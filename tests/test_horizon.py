@@ -168,7 +168,8 @@ def test_the_comparison_grid_has_the_search_resolution():
 def test_a_horizon_sweep_has_one_id_and_a_later_sweep_includes_the_jobs_it_reused(tmp_path, monkeypatch, capsys):
     """Rows, the horizons file and every tool's --sweep share the default sweep id; a second search
     that reuses the first one's finished jobs lists them under its own id (results.of_sweeps)."""
-    from gapbench import horizon_cost, results, seed_stability
+    from gapbench import results
+    from gapbench.analysis import horizon_cost, seed_stability
 
     monkeypatch.setattr(StopWhenSolved, "on_validation_end", solved_below_7)
     run_py = load_run_py()

@@ -118,7 +118,7 @@ def test_preflight_reads_config_dir_and_config_name_as_hydra_does(tmp_path):
 def test_the_help_lists_group_keys_and_its_examples_parse():
     import shlex
 
-    from gapbench import results_cli
+    from gapbench.results import cli as results_cli
 
     text = gb_help.render()
     for key in ("trainer.max_steps=20000", "cell.hidden_size=128", "task.test_size=", "hydra.sweeper.factor=",
