@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from gapbench import report
+from gapbench.results import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 T_ADD = 1 / 6 * 0.01  # adding: solved at MSE <= 1% of the baseline 1/6
@@ -291,6 +292,11 @@ def test_cli_wandb_offline_writes_under_results(tmp_path, monkeypatch):
     assert report.main(["--results", str(res), "--wandb", "--wandb-mode", "offline"]) == 0
     runs = sorted((res / "wandb").glob("offline-run-*"))
     assert len(runs) == 3, runs  # one report run per sweep_id
+    # a fixed id per sweep: a second render resumes the same W&B run (after `wandb sync`) instead of adding one
+    import hashlib
+    ids = {r.name.split("-", 3)[3] for r in runs}
+    sweeps = set(load_runs(res)["sweep_id"].fillna("no-sweep").astype(str))
+    assert ids == {"report-" + hashlib.sha256(f"gapbench/{s}".encode()).hexdigest()[:16] for s in sweeps}
     assert all(list(r.glob("run-*.wandb")) for r in runs)
     copy_run = next(r for r in runs if list(r.glob("files/media/table/copy/scores_*.table.json")))
     assert list(copy_run.glob("files/media/table/copy/horizon_*.table.json"))
@@ -354,3 +360,28 @@ def test_a_model_keeps_its_colour_in_every_panel_of_the_horizons_figure():
     union = report.cell_order({c for r in reps for c in r.cells})
     a, b = (report._row_colors(r, union) for r in reps)
     assert a["gru"] == b["gru"] and a["lstm"] == b["lstm"] and a["gru"] != a["lstm"]
+
+
+def test_captions_state_the_budget_and_the_rate_with_a_grid_edge_flag_and_files_read():
+    """Every caption says max_steps and hidden size; the rate shows even when all rows share it, flagged
+    at the grid's edge; one number format for all gap columns; readable file stems."""
+    rows = []
+    for lr, (lstm, gru) in {1e-3: (0.5, 0.6), 1e-2: (0.9, 0.7), 3e-2: (0.2, 0.3)}.items():
+        for r in _five_seed_rows({("lstm", 10): [lstm] * 5, ("gru", 10): [gru] * 5, ("lstm", 100): [1e-4] * 5,
+                                  ("gru", 100): [2e-4] * 5}, **{"cfg.optim.lr": lr, "cfg.cell.hidden_size": 64}):
+            rows.append({**r, "run_id": r["run_id"] + f"-{lr}", "val_score": r["score"]})
+    (rep,) = report.tables(pd.DataFrame(rows), "copy", n_boot=0)
+    assert "500 training steps, hidden size 64" in rep.caption()
+    assert rep.lr_text("lstm") == "0.01" and rep.lr_text("gru") == "0.01"
+    md = report.markdown_table(rep)
+    assert "| lr" in md.splitlines()[0]
+    baseline = md.splitlines()[-1]
+    assert baseline.count("1.2e-01") == 2, baseline  # one format for the row, scientific as the 1e-4 means need
+    edge = [{**r, "val_score": r["score"] if r["cfg.optim.lr"] != 3e-2 else 0.0} for r in rows
+            if r["cfg.optim.lr"] != 1e-3]
+    (rep,) = report.tables(pd.DataFrame(edge), "copy", n_boot=0)
+    assert rep.lr_text("lstm") == "0.01 (grid edge)" and "grid edge" in rep.caption()
+    two = _five_seed_rows({("lstm", 10): [0.9] * 5}, **{"cfg.trainer.max_steps": 2000}) + \
+        [{**r, "run_id": r["run_id"] + "-b"} for r in _five_seed_rows({("lstm", 10): [0.3] * 5})]
+    assert sorted(r.slug for r in report.tables(pd.DataFrame(two), "copy", n_boot=0)) == [
+        "copy-max_steps-2000", "copy-max_steps-500"]

@@ -123,6 +123,12 @@ def cell_order(cells: Iterable[str]) -> list[str]:
     return [c for c in cell_registry.names() if c in cells] + sorted(c for c in cells if c not in cell_registry.names())
 
 
+def task_order(tasks: Iterable[str]) -> list[str]:
+    """Tasks in registry order (the README's), unknown ones after, by name."""
+    tasks = list(dict.fromkeys(tasks))
+    return [t for t in task_registry.names() if t in tasks] + sorted(t for t in tasks if t not in task_registry.names())
+
+
 # -- aggregation ---------------------------------------------------------------------------------
 def prepare(runs: pd.DataFrame) -> pd.DataFrame:
     """Types the store's columns (numbers as numbers, gap/seed as int), drops rows with no task and
@@ -226,6 +232,7 @@ class TaskReport:
     duplicates: int = 0           # finished runs repeating a (condition, seed) already counted (older dropped)
     runs: pd.DataFrame = None     # the finished runs in the table's entries
     labels: dict = None           # row -> human label
+    lr_grid: dict = None          # row -> the rates its runs tried, sorted (the selection's grid)
 
     @property
     def score_name(self) -> str:
@@ -263,12 +270,53 @@ class TaskReport:
 
     @property
     def shows_lr(self) -> bool:
-        return self.summary["lr"].nunique(dropna=True) > 1
+        """Every table with a known rate shows it, selected or not."""
+        return bool(self.summary["lr"].notna().any())
+
+    def lr_text(self, row: str) -> str:
+        """The row's rate(s); '(grid edge)' where a selected rate is the smallest or largest tried."""
+        rates = sorted(self.summary.loc[self.summary["row"] == row, "lr"].dropna().unique())
+        grid = (self.lr_grid or {}).get(row, [])
+        edge = len(grid) > 1 and any(r in (grid[0], grid[-1]) for r in rates)
+        return ", ".join(conditions.show(r) for r in rates) + (" (grid edge)" if edge else "")
+
+    @property
+    def at_edge(self) -> bool:
+        return any(self.lr_text(r).endswith("(grid edge)") for r in self.rows)
 
     @property
     def slug(self) -> str:
-        """File stem: the task, plus the setting's id when the task has several."""
-        return self.task + (f"-{self.setting[:6]}" if self.setting_label else "")
+        """File stem: the task, plus what sets this table apart when the task has several
+        (`copy-max_steps-2000`), cut to a readable length (the setting's id keeps it unique)."""
+        if not self.setting_label:
+            return self.task
+        words = re.sub(r"[^A-Za-z0-9._]+", "-", self.setting_label.replace("trainer.", "").replace("task.", "")).strip("-")
+        return f"{self.task}-{words}" if len(words) <= 40 else f"{self.task}-{words[:32].rstrip('-')}-{self.setting[:6]}"
+
+    @property
+    def budget(self) -> str:
+        """'1000 training steps, hidden size 128': what every number of this table was trained under."""
+        def values(col: str) -> list[int]:
+            if self.runs is None or col not in self.runs:
+                return []
+            return sorted(pd.to_numeric(self.runs[col], errors="coerce").dropna().astype(int).unique())
+
+        def span(vals: list[int]) -> str:
+            return str(vals[0]) if len(vals) == 1 else f"{vals[0]}–{vals[-1]} (by row)"
+        steps, hidden = values("cfg.trainer.max_steps"), values("cfg.cell.hidden_size")
+        return ", ".join(([f"{span(steps)} training steps"] if steps else [])
+                         + ([f"hidden size {span(hidden)}"] if hidden else []))
+
+    @property
+    def reused_note(self) -> str:
+        """Where a selected sweep reused finished runs of earlier sweeps: how many, from which."""
+        if self.runs is None or "reused_from" not in self.runs:
+            return ""
+        reused = self.runs["reused_from"].dropna()
+        if reused.empty:
+            return ""
+        return (f" {len(reused)} of the {len(self.runs)} runs were reused from earlier sweeps "
+                f"({', '.join(sorted(reused.astype(str).unique()))}), as the sweep found them finished.")
 
     def baselines(self) -> dict[int, float]:
         return self.summary.groupby("gap")["baseline"].mean().to_dict()
@@ -281,10 +329,16 @@ class TaskReport:
         solved = (f"; solved = seeds meeting {self.criterion.text} / seeds" if self.has_solved else "")
         if solved and self.runs is not None and _stopped_when_solved(self.runs).any():
             solved += " (judged on the validation split: the jobs stopped when it was met)"
-        return (f"{self.title}{cond}: {self.metric} ({arrow(self.higher)}) by gap ({gap_meaning(self.task)}). "
+        budget = f", {self.budget}" if self.budget else ""
+        lr = ""
+        if self.shows_lr:
+            lr = (" lr: each row's learning rate" + (", selected on validation" if self.lr_note else "")
+                  + ("; '(grid edge)': the smallest or largest rate tried, the best may lie outside the grid"
+                     if self.at_edge else "") + ".")
+        return (f"{self.title}{cond}{budget}: {self.metric} ({arrow(self.higher)}) by gap ({gap_meaning(self.task)}). "
                 f"Mean ± 95% t-interval half-width over n seeds{solved}. Bold: better than every other cell "
                 f"at that gap by a two-sided exact permutation test (α = {stats.ALPHA}) and 95% interval clear "
-                "of the baseline; no bold where no cell is.")
+                f"of the baseline; no bold where no cell is.{lr}{self.reused_note}")
 
     def excluded(self) -> pd.DataFrame:
         s = self.summary
@@ -350,7 +404,7 @@ def _select_lr(df: pd.DataFrame, higher: bool, per_gap: bool) -> tuple[pd.DataFr
         f"Learning rate selected per cell{' and gap' if per_gap else ''} from the rates run ({grid}) by the mean "
         f"validation {'score' if per_gap else 'score over gaps'} (`val_score`, the final validation split, never "
         "the test split; a tie broken by the lower validation loss); the test numbers are at the selected rate, "
-        "shown beside each row.")
+        "shown beside each row, marked '(grid edge)' where it is the smallest or largest rate run.")
 
 
 def tables(runs: pd.DataFrame, task: str, include_time_capped: bool = False, lr_per_gap: bool = False,
@@ -396,6 +450,8 @@ def _table(df, task, setting, setting_keys, setting_label, keys_of, include_time
         df = df.assign(stopped_by=df["stopped_by"].where(~time_capped(df), "max_time (included)"))
     higher = bool(_one(df["higher_is_better"]))
     usable = (df["status"] == "finished") & ~time_capped(df)
+    tried = df[usable].assign(lr=_lr(df[usable])).groupby("row")["lr"]
+    lr_grid = {r: sorted(v.dropna().unique()) for r, v in tried}
     chosen, lr_note = _select_lr(df[usable], higher, lr_per_gap)
     if "@lr=" in "".join(chosen["row"]):  # no validation scores: each rate its own row
         for r in chosen["row"].unique():
@@ -434,7 +490,7 @@ def _table(df, task, setting, setting_keys, setting_label, keys_of, include_time
     hz = stats.horizons(chosen.dropna(subset=["solved"]).assign(cell=chosen["row"]), n_boot=n_boot)
     hz = hz.rename(columns={"cell": "row"})
     return TaskReport(task, summary, hz, crit, setting, setting_label, setting_keys, lr_note, int(dup.sum()),
-                      chosen, labels)
+                      chosen, labels, lr_grid)
 
 
 def task_report(runs: pd.DataFrame, task: str, **kw) -> TaskReport:
@@ -447,19 +503,18 @@ def task_report(runs: pd.DataFrame, task: str, **kw) -> TaskReport:
 
 
 def _column_formats(rep: TaskReport) -> dict[int, str]:
-    """One number format per gap column: fixed-point with the decimals that give its smallest mean
-    three significant digits (at most 4), or scientific when a mean or the baseline is below 1e-3
-    (or at 1e6 and up); the interval half-width takes its column's format."""
-    out = {}
-    for gap, s in rep.summary.groupby("gap"):
-        vals = pd.concat([s["mean"], s["baseline"]]).abs()
-        vals = vals[np.isfinite(vals) & (vals > 0)]
-        if len(vals) and (vals.min() < 1e-3 or vals.max() >= 1e6):
-            out[gap] = "sci"
-        else:
-            small = vals.min() if len(vals) else 1.0
-            out[gap] = f"f{min(4, max(1, 2 - math.floor(math.log10(small))))}"
-    return out
+    """One number format for every gap column of a table (one metric, one unit; the baseline row
+    reads the same in each): fixed-point with the decimals that give the table's smallest mean three
+    significant digits (at most 4), or scientific when a mean or the baseline is below 1e-3 (or at
+    1e6 and up); the interval half-width takes the same format."""
+    s = rep.summary
+    vals = pd.concat([s["mean"], s["baseline"]]).abs()
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if len(vals) and (vals.min() < 1e-3 or vals.max() >= 1e6):
+        f = "sci"
+    else:
+        f = f"f{min(4, max(1, 2 - math.floor(math.log10(vals.min() if len(vals) else 1.0))))}"
+    return {gap: f for gap in rep.gaps}
 
 
 def _num(x: float, f: str) -> str:
@@ -517,8 +572,7 @@ def markdown_table(rep: TaskReport) -> str:
                                                        for i, r in enumerate(rows)],
                          columns=[f"gap {g}" for g in gaps])
     if rep.shows_lr:
-        lr = rep.summary.groupby("row")["lr"].agg(lambda v: ", ".join(sorted({conditions.show(x) for x in v.dropna()})))
-        frame.insert(0, "lr", [lr.get(r, "") for r in rep.rows] + [""])
+        frame.insert(0, "lr", [rep.lr_text(r) for r in rep.rows] + [""])
     frame.index.name = "cell"
     return frame.to_markdown(colalign=["left"] * (1 + rep.shows_lr) + ["right"] * len(gaps))
 
@@ -586,8 +640,7 @@ def latex_table(rep: TaskReport, per_block: int | None = None) -> str:
                 solved.append(f"{int(r['solved'])}/{int(r['n'])}")
             lr = ""
             if lr_col:
-                lr = tex_escape(", ".join(sorted({conditions.show(x) for x in
-                                                  rep.summary[rep.summary["row"] == row]["lr"].dropna()}))) + " & "
+                lr = tex_escape(rep.lr_text(row)) + " & "
             lines.append(tex_escape(rep.label(row)) + " & " + lr + " & ".join(cells + pad) + " \\\\")
             if rep.has_solved:
                 lines.append("& " + ("& " if lr_col else "") + " & ".join(
@@ -606,6 +659,7 @@ def horizon_markdown(rep: TaskReport) -> str:
     h = rep.horizons
     if h.empty:
         return "(no finished runs)\n"
+    h = h.set_index("row").loc[[r for r in rep.rows if r in set(h["row"])]].reset_index()  # registry order
     per_gap = [", ".join(f"{g}: {a}/{b}" for g, (a, b) in x.solved.items()) for x in h["horizon"]]
     frame = pd.DataFrame({"memory horizon (gap) [95% CI]": h["text"].to_numpy(), "seeds solved per gap": per_gap},
                          index=pd.Index([rep.label(r) for r in h["row"]], name="cell"))
@@ -627,6 +681,12 @@ def excluded_markdown(rep: TaskReport) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
+def _plain_ticks():
+    """Tick labels as written: 1, 10, 100, 0.5 (not 1.0, 10.0 or 10^2)."""
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda value, _pos: f"{value:g}")
+
+
 def _figure(figsize=(7.5, 4.8), panels: int | None = None):
     """A Figure drawn by the Agg canvas, without pyplot: no global backend switch, nothing to close.
     Returns (fig, ax), or (fig, [ax, ...]) with `panels` side by side."""
@@ -663,7 +723,7 @@ def _row_colors(rep: TaskReport, cells: list[str] | None = None) -> dict[str, An
 def degradation_figure(rep: TaskReport):
     """Score vs gap per row: mean over seeds, band = its 95% t-interval; each crossed memory horizon
     as a dotted vertical line with its bootstrap interval shaded along the bottom."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter
     from matplotlib.transforms import blended_transform_factory
     fig, ax = _figure()
     colors = _row_colors(rep)
@@ -679,7 +739,7 @@ def degradation_figure(rep: TaskReport):
         if row in hz.index:
             label += f" (horizon {hz.loc[row, 'text']})"
         if rep.shows_lr:
-            label += f", lr {', '.join(sorted({conditions.show(x) for x in c['lr'].dropna()}))}"
+            label += f", lr {rep.lr_text(row)}"
         ax.plot(c["gap"], c["mean"], "o-", color=colors[row], label=label, lw=1.6, ms=4)
         band = c.dropna(subset=["lo", "hi"])
         ax.fill_between(band["gap"], band["lo"], band["hi"], color=colors[row], alpha=0.15, lw=0)
@@ -718,12 +778,12 @@ def degradation_figure(rep: TaskReport):
         pad = 0.15 * (hi - lo or abs(hi) or 1.0)
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xticks(gaps)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(_plain_ticks())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(textwrap.fill(f"gap (log scale): {gap_meaning(rep.task)}", 110), fontsize=9)
     ax.set_ylabel(f"{rep.metric} ({arrow(rep.higher)})")
     cond = f" [{rep.setting_label}]" if rep.setting_label else ""
-    ax.set_title(f"{rep.title}{cond}: {rep.metric} vs gap\nline = mean over seeds, band = 95% t-interval; "
+    ax.set_title(f"{rep.title}{cond}, {rep.budget}: {rep.metric} vs gap\nline = mean over seeds, band = 95% t-interval; "
                  "dotted = memory horizon, bar at the bottom = its 95% bootstrap interval", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
@@ -731,10 +791,18 @@ def degradation_figure(rep: TaskReport):
     return fig
 
 
-def gradients_figure(curves: pd.DataFrame, task: str):
-    """‖∂L/∂h_t‖ against steps back from the end, at the largest gap with curves, at each run's
-    latest recorded train step, averaged over seeds; None when there is nothing to draw."""
+def gradients_figure(curves: pd.DataFrame, rep: TaskReport):
+    """‖∂L/∂h_t‖ against steps back from the end for one table (one condition per line: the table's
+    runs, a line per row), at the largest gap with curves, at each run's latest recorded train step,
+    averaged over seeds; None when there is nothing to draw."""
+    task = rep.task
     c = curves[curves["task"] == task].copy()
+    if rep.runs is not None and "run_id" in rep.runs:
+        row_of = dict(zip(rep.runs["run_id"], rep.runs["row"]))
+        c = c[c["run_id"].isin(row_of)]
+        c["row"] = c["run_id"].map(row_of)
+    else:
+        c["row"] = c["cell"]
     for col in ("gap", "train_step", "t", "grad_norm"):
         c[col] = pd.to_numeric(c[col], errors="coerce")
     c = c.dropna(subset=["gap", "train_step", "t", "grad_norm"])
@@ -748,22 +816,23 @@ def gradients_figure(curves: pd.DataFrame, task: str):
     if c.empty:
         return None
     fig, ax = _figure()
-    cells = cell_order(c["cell"])
-    colors = _colors(cells)
+    colors = _row_colors(rep)
     steps = sorted(int(s) for s in c["train_step"].unique())
-    for cell in cells:
-        g = c[c["cell"] == cell].groupby("back")["grad_norm"].agg(["mean", "min", "max"])
-        n = c[c["cell"] == cell]["run_id"].nunique()
-        of_x = "wrt" in c and (c.loc[c["cell"] == cell, "wrt"] == "x_t").any()  # no state: the probe's ‖∂L/∂x_t‖
-        ax.plot(g.index, g["mean"], color=colors[cell], lw=1.5,
-                label=f"{cell} ({n} run{'s' * (n > 1)}){', ‖∂L/∂x_t‖' if of_x else ''}")
-        ax.fill_between(g.index, g["min"], g["max"], color=colors[cell], alpha=0.12, lw=0)
+    for row in [r for r in rep.rows if r in set(c["row"])] + sorted(set(c["row"]) - set(rep.rows)):
+        g = c[c["row"] == row].groupby("back")["grad_norm"].agg(["mean", "min", "max"])
+        n = c[c["row"] == row]["run_id"].nunique()
+        of_x = "wrt" in c and (c.loc[c["row"] == row, "wrt"] == "x_t").any()  # no state: the probe's ‖∂L/∂x_t‖
+        color = colors.get(row, "0.5")
+        ax.plot(g.index, g["mean"], color=color, lw=1.5,
+                label=f"{rep.label(row)} ({n} seed{'s' * (n > 1)}){', ‖∂L/∂x_t‖' if of_x else ''}")
+        ax.fill_between(g.index, g["min"], g["max"], color=color, alpha=0.12, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("steps back from the end of the sequence (T_len - 1 - t)")
     ax.set_ylabel("‖∂L/∂h_t‖ (mean over batch), log scale")
-    ax.set_title(f"{task_title(task)}, gap {gap}: gradient reaching back in time\nat train step "
-                 f"{', '.join(map(str, steps[:4]))}{'…' if len(steps) > 4 else ''}; line = mean, band = min–max over runs",
-                 fontsize=9)
+    cond = f" [{rep.setting_label}]" if rep.setting_label else ""
+    ax.set_title(f"{task_title(task)}{cond}, {rep.budget}, gap {gap}: gradient reaching back in time\n"
+                 f"at train step {', '.join(map(str, steps[:4]))}{'…' if len(steps) > 4 else ''} (each run's last "
+                 "probe); line = mean, band = min–max over seeds", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -774,7 +843,7 @@ def steps_to_solve_figure(rep: TaskReport):
     """Steps to solve against gap (jobs that recorded `solved_at_step`): one point per solved job,
     a cross at the budget for each job that did not solve; the line joins per-gap medians of the
     solved jobs. None when no job of the table recorded a solved step."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import NullFormatter
     runs = rep.runs
     if runs is None or "solved_at_step" not in runs or runs["solved_at_step"].notna().sum() == 0:
         return None
@@ -797,12 +866,14 @@ def steps_to_solve_figure(rep: TaskReport):
     if budget.notna().any() and budget.nunique() == 1:
         ax.axhline(budget.dropna().iloc[0], color="0.4", ls="--", lw=1, label=f"budget {int(budget.dropna().iloc[0])} steps")
     ax.set_xscale("log" if runs["gap"].min() > 0 else "symlog")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(_plain_ticks())
     ax.xaxis.set_minor_formatter(NullFormatter())
+    if ax.get_yscale() == "log":
+        ax.yaxis.set_major_formatter(_plain_ticks())
     ax.set_xlabel(textwrap.fill(f"gap (log scale): {gap_meaning(rep.task)}", 110), fontsize=9)
     ax.set_ylabel("training steps to solve (first validation meeting the criterion)")
     cond = f" [{rep.setting_label}]" if rep.setting_label else ""
-    ax.set_title(f"{rep.title}{cond}: steps to solve vs gap ({rep.criterion.text})\n"
+    ax.set_title(f"{rep.title}{cond}, {rep.budget}: steps to solve vs gap ({rep.criterion.text})\n"
                  "dot = a job that solved, x = one that did not (drawn at its budget); line = median of the solved",
                  fontsize=8)
     ax.grid(alpha=0.3, which="both")
@@ -817,7 +888,6 @@ def horizons_figure(reps: list[TaskReport]):
     reps = [r for r in reps if r.has_solved and len(r.horizons) and (r.horizons["kind"] != "none").any()]
     if not reps:
         return None
-    from matplotlib.ticker import FuncFormatter
     rows = max(len(r.horizons) for r in reps)
     cells = cell_order({c for r in reps for c in r.cells})
     fig, axes = _figure(figsize=(max(7.5, 5.2 * len(reps)), 1.3 + 0.36 * rows), panels=len(reps))
@@ -841,9 +911,9 @@ def horizons_figure(reps: list[TaskReport]):
         ax.set_yticks(range(len(order)), [rep.label(r) for r in order], fontsize=8)
         ax.set_ylim(-0.6, len(order) - 0.4)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100: not 1.0
+        ax.xaxis.set_major_formatter(_plain_ticks())
         cond = f" [{rep.setting_label}]" if rep.setting_label else ""
-        ax.set_title(f"{rep.title}{cond}\n{rep.criterion.text}", fontsize=8)
+        ax.set_title(f"{rep.title}{cond}, {rep.budget}\n{rep.criterion.text}", fontsize=8)
         ax.set_xlabel("memory horizon (gap), log scale", fontsize=8)
         ax.grid(alpha=0.3, axis="x", which="both")
     fig.suptitle("Memory horizon per model: dot = estimate, bar = 95% bootstrap interval over seeds,\n"
@@ -916,6 +986,9 @@ def published_comparison(runs: pd.DataFrame, published: pd.DataFrame) -> pd.Data
 
 
 def published_markdown(cmp: pd.DataFrame, published: pd.DataFrame) -> str:
+    tasks, cells = task_order(cmp["task"]), cell_order(cmp["cell"])
+    cmp = cmp.assign(_t=cmp["task"].map(tasks.index), _c=cmp["cell"].map(cells.index)).sort_values(
+        ["_t", "gap", "_c"], kind="stable")  # registry order, as every table
     show = cmp[["task", "gap", "cell", "metric", "our column", "published", "ours"]]
     sources = "; ".join(sorted(published["source"].dropna().unique()))
     notes = ""
@@ -963,10 +1036,15 @@ def _budget(df: pd.DataFrame) -> pd.DataFrame:
                      "cells": len(g["cell"].unique()), "gaps": ", ".join(map(str, sorted(g["gap"].unique()))),
                      "seeds": len(g["seed"].unique()),
                      "max_steps": ", ".join(map(str, sorted(planned))) or "?",
+                     "hidden size": ", ".join(map(str, sorted(pd.to_numeric(g["cfg.cell.hidden_size"], errors="coerce")
+                                                             .dropna().astype(int).unique())))
+                     if "cfg.cell.hidden_size" in g else "?",
                      "steps run": (f"{int(steps.min())}–{int(steps.max())}" if len(steps) and steps.min() != steps.max()
                                    else f"{int(steps.min())}" if len(steps) else "?"),
                      "wall (h)": f"{g['wall_s'].sum() / 3600:.2f}"})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    order = task_order(out["task"]) if len(out) else []
+    return out.iloc[sorted(range(len(out)), key=lambda i: order.index(out["task"].iloc[i]))] if len(out) else out
 
 
 def index_markdown(df: pd.DataFrame, files: dict[str, list[str]], command: str, extra: list[str],
@@ -1028,7 +1106,7 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
         return [f"![{alt}]({stem}.png)", "", caption, ""]
 
     all_reps: list[TaskReport] = []
-    for task in sorted(df["task"].unique()):
+    for task in task_order(df["task"]):
         reps = tables(df, task, include_time_capped=include_time_capped, lr_per_gap=lr_per_gap)
         names = [f"{task}.md"]
         md = [f"# {reps[0].title} (`{task}`)", ""]
@@ -1062,7 +1140,8 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
             fig = degradation_figure(rep)
             written += _save_both(fig, out / f"{stem}_degradation.png")
             put(f"{stem}.tex", latex_table(rep))
-            put(f"{stem}_horizon.md", f"# {rep.title}: memory horizon\n\n" + horizon_markdown(rep))
+            put(f"{stem}_horizon.md", f"# {rep.title}{f' [{rep.setting_label}]' if rep.setting_label else ''}, "
+                                      f"{rep.budget}: memory horizon\n\n" + horizon_markdown(rep))
             names += [f"{stem}.tex", f"{stem}_degradation.png", f"{stem}_degradation.pdf", f"{stem}_horizon.md"]
             all_reps.append(rep)
             md += [f"**Table.** {rep.caption()}", "", markdown_table(rep), "", excluded_markdown(rep),
@@ -1074,10 +1153,10 @@ def write_report(runs: pd.DataFrame, out_dir: Path | str, curves: pd.DataFrame |
             md += figure(steps_to_solve_figure(rep), f"{stem}_steps_to_solve", "steps to solve vs gap", names,
                          "Steps to solve: the first validation (every `trainer.val_check_interval` steps) at which "
                          "a job met the criterion; a second measure of difficulty beside the horizon.")
-        grad = gradients_figure(curves, task) if curves is not None and len(curves) else None
-        md += figure(grad, f"{task}_gradients", "gradient vs distance", names,
-                     "‖∂L/∂h_t‖ against steps back from the end (log y): a straight falling line is exponential "
-                     "decay, the vanishing gradient.")
+            grad = gradients_figure(curves, rep) if curves is not None and len(curves) else None
+            md += figure(grad, f"{stem}_gradients", "gradient vs distance", names,
+                         "‖∂L/∂h_t‖ against steps back from the end (log y), this table's runs only: a straight "
+                         "falling line is exponential decay, the vanishing gradient.")
         put(f"{task}.md", "\n".join(md))
         files[task] = names
 
@@ -1119,8 +1198,16 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
               entity: str | None = None) -> list[str]:
     """One W&B run per sweep_id (job_type='report', group=sweep_id): the score, horizon and
     published tables as wandb.Table, the score-vs-gap plots as wandb.Image and as an interactive
-    line chart per task (wandb.plot.line_series, one line per cell). Returns the run dirs."""
+    line chart per task (wandb.plot.line_series, one line per cell). Returns the run dirs.
+    A sweep's report run has a fixed id (from the sweep id and project): rendering the report again
+    updates the same W&B run (offline: `wandb sync` resumes it) instead of adding one. W&B's console
+    lines are silenced as in a job (gapbench.train.quiet)."""
+    import hashlib
+
     import wandb
+
+    from gapbench.train.quiet import quiet
+    quiet(False, wandb=True)
     results_dir = Path(results_dir).absolute()
     df = prepare(runs)
     df["sweep_id"] = df["sweep_id"].fillna("no-sweep").astype(str) if "sweep_id" in df else "no-sweep"
@@ -1130,12 +1217,13 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
             sub = df[df["sweep_id"] == sweep]
             run = None
             try:
-                run = wandb.init(project=project, entity=entity, mode=mode, dir=str(results_dir),
-                                 job_type="report", group=sweep, name=f"report-{sweep}",
+                run_id = "report-" + hashlib.sha256(f"{project}/{sweep}".encode()).hexdigest()[:16]
+                run = wandb.init(project=project, entity=entity, mode=mode, dir=str(results_dir), id=run_id,
+                                 resume="allow", job_type="report", group=sweep, name=f"report-{sweep}",
                                  config={"sweep_id": sweep, "runs": len(sub), "tasks": sorted(sub["task"].unique())})
                 payload: dict[str, Any] = {}
                 summary: dict[str, Any] = {}
-                for task in sorted(sub["task"].unique()):
+                for task in task_order(sub["task"]):
                     for rep in tables(sub, task):
                         key = rep.slug
                         s = rep.summary.assign(
