@@ -39,8 +39,6 @@ def quiet(verbose: bool, wandb: bool = False) -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck")
     # a continued job starts from an earlier job's checkpoint, written in that job's folder
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    # Lightning's hint on any machine with `srun` installed, for jobs not started by srun (a login node)
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     # debug=overfit: Lightning turns shuffling off itself and says so; gapbench's training data never shuffles
     warnings.filterwarnings("ignore", message=r"You requested to overfit but enabled train dataloader shuffling")
     # W&B prints ~35 `wandb:` lines per run (banner, sync hints, run summary); the row holds the result
