@@ -12,6 +12,7 @@ Bad input: one line on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
