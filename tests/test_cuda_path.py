@@ -116,7 +116,8 @@ def test_on_the_cpu_a_call_takes_no_graph(name):
 
 
 def test_tf32_key_is_neutral_at_its_default_and_sets_the_backends():
-    from gapbench.train.job import config_hash, set_numerics
+    from gapbench.config.identity import config_hash
+    from gapbench.train.job import set_numerics
 
     base = {"gap": 10, "seed": 0, "cell": {"name": "lstm"}, "task": {"name": "copy"}, "trainer": {}}
     assert config_hash({**base, "tf32": False}) == config_hash(base)  # earlier run ids stay valid

@@ -11,7 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from gapbench.sweep.horizon_search import HorizonSearch
-from gapbench.train.job import config_hash, run_job
+from gapbench.config.identity import config_hash
+from gapbench.train.job import run_job
 from gapbench.train.stopping import StopWhenSolved
 from gapbench.config.validate import ConfigError, check_config
 

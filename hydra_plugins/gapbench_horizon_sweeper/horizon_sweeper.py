@@ -175,7 +175,7 @@ class HorizonSweeper(Sweeper):
     def _row(self, ret: JobReturn) -> dict[str, Any]:
         from gapbench import results  # imports pandas: not at module level (see _search_for)
 
-        from gapbench.train.job import job_run_id
+        from gapbench.config.identity import job_run_id
 
         _ = ret.return_value  # raises the job's own exception if it failed
         run_id = job_run_id(ret.cfg)

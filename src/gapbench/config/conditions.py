@@ -3,10 +3,10 @@
 A row's condition is computed from its flattened config (`cfg.*` columns, as `results.flatten`
 stores them), so rows written before the `condition` column existed get the same id as new ones:
 
-- left out: the seed; the keys that only change how a job is shown or stored (job.PRESENTATION_KEYS,
-  job.PRESENTATION_TRAINER_KEYS); `trainer.max_time`, a safety net that never changes what a run
+- left out: the seed; the keys that only change how a job is shown or stored (identity.PRESENTATION_KEYS,
+  identity.PRESENTATION_TRAINER_KEYS); `trainer.max_time`, a safety net that never changes what a run
   that it did not stop computes (a run it stopped says so in `stopped_by` and is set apart);
-- a key at its neutral default (job.NEUTRAL_DEFAULTS) counts as absent, and so does a null value;
+- a key at its neutral default (identity.NEUTRAL_DEFAULTS) counts as absent, and so does a null value;
 - numbers compare as numbers (128 == 128.0: a DataFrame column with gaps holds floats).
 """
 from __future__ import annotations
@@ -19,12 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from gapbench.config.identity import NEUTRAL_DEFAULTS, PRESENTATION_KEYS, PRESENTATION_TRAINER_KEYS
+
 PREFIX = "cfg."
 NOT_CONDITION = {"seed", "trainer.max_time", "hydra"}
 
 
 def _ignored(key: str) -> bool:
-    from gapbench.train.job import PRESENTATION_KEYS, PRESENTATION_TRAINER_KEYS
     top = key.split(".", 1)[0]
     if key in NOT_CONDITION or top in NOT_CONDITION or top in PRESENTATION_KEYS:
         return True
@@ -46,7 +47,6 @@ def _value(v: Any) -> Any:
 
 def condition_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
     """The keys (without the `cfg.` prefix) and values that define a run's condition."""
-    from gapbench.train.job import NEUTRAL_DEFAULTS
     neutral = {(k if g is None else f"{g}.{k}"): _value(v) for (g, k), v in NEUTRAL_DEFAULTS.items()}  # None: top level
     out = {}
     for key, v in flat.items():

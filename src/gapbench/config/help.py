@@ -10,7 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
+from gapbench.config import CONF
+
 EXTRA_GROUPS = {"hydra/launcher": "how a sweep's jobs run: one after another, in parallel processes, on SLURM",
                 "hydra/sweeper": "which jobs a sweep runs: the whole grid (basic), or horizon (an adaptive search for each cell's memory horizon)"}
 GROUP_MEANING = {
@@ -39,7 +40,7 @@ def choices(group: str, conf: Path = CONF) -> list[str]:
 
 def group_choices() -> str:
     """One line per config group: its choices, and what the group is for."""
-    groups = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra") + list(EXTRA_GROUPS)
+    groups = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")) + list(EXTRA_GROUPS)
     lines = []
     for group in groups:
         choices_ = choices(group)

@@ -26,12 +26,11 @@ import contextlib
 import io
 import tempfile
 import time
-from pathlib import Path
 
 import lightning.pytorch as L
 import torch
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
+from gapbench.config import CONF
 
 
 def _cfg(results_dir, overrides):
@@ -154,13 +153,13 @@ def measure_overhead(overrides: list[str] = (), steps: int = 1000, warmup: int =
 
 
 def sweep_seconds(launcher: str, overrides: list[str]) -> float:
-    """Wall time of `python run.py -m ... hydra/launcher=<launcher>` in a fresh results dir."""
+    """Wall time of `python -m gapbench -m ... hydra/launcher=<launcher>` (run.py's command) in a fresh results dir."""
     import subprocess
     import sys
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, str(CONF.parent / "run.py"), "-m", f"hydra/launcher={launcher}",
+        done = subprocess.run([sys.executable, "-m", "gapbench", "-m", f"hydra/launcher={launcher}",
                                f"results_dir={d}", "progress=false", "logger=none", *overrides],
                               capture_output=True, text=True)
         if done.returncode:

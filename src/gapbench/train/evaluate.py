@@ -3,7 +3,7 @@
     python run.py eval_only=true ckpt_path=results/jobs/RUN_ID/last.ckpt
     python run.py eval_only=true ckpt_path=... gap=20 seed=3 task.test_size=4096 eval_out=eval.json
 
-Every checkpoint a job writes carries the job's resolved config (ConfigInCheckpoint), so the task,
+Every checkpoint a job writes carries the job's resolved config (jobstate.ConfigInCheckpoint), so the task,
 its test set and the model are rebuilt from the checkpoint alone; the weights are then loaded and
 Lightning's test loop runs as at the end of training. `gap`, `seed` (the test set's) and
 `task.test_size` given on the command line replace the checkpoint's: a gap-10 model tested at gap 20
@@ -23,19 +23,9 @@ from typing import Any
 import lightning.pytorch as L
 
 from gapbench.config.validate import ConfigError
+from gapbench.train.jobstate import CONFIG_KEY
 
 log = logging.getLogger("gapbench")
-CONFIG_KEY = "gapbench_config"
-
-
-class ConfigInCheckpoint(L.Callback):
-    """Stores the job's resolved config in every checkpoint, under checkpoint['gapbench_config']."""
-
-    def __init__(self, config: dict[str, Any]):
-        self.config = {k: v for k, v in config.items() if k != "hydra"}
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        checkpoint[CONFIG_KEY] = self.config
 
 
 def load(ckpt_path: str | Path, changes: dict[str, Any] | None = None):

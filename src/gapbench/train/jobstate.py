@@ -226,3 +226,16 @@ class JobLock:
             self._beat = None
         (self.job_dir / OWNER).unlink(missing_ok=True)
         self._flock.release()
+
+
+CONFIG_KEY = "gapbench_config"
+
+
+class ConfigInCheckpoint(L.Callback):
+    """Stores the job's resolved config in every checkpoint, under checkpoint['gapbench_config']."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = {k: v for k, v in config.items() if k != "hydra"}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint[CONFIG_KEY] = self.config
