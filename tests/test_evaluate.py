@@ -1,9 +1,11 @@
 """Evaluation from a checkpoint, continuation to a larger budget, debug runs that store nothing."""
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from gapbench.config.preflight import check_command_line
 from gapbench.train.evaluate import CONFIG_KEY, evaluate
 from gapbench.train.job import run_job
 from gapbench.results import load_runs
@@ -34,6 +36,15 @@ def test_checkpoint_evaluates_to_the_stored_metrics_and_continues_to_a_larger_bu
     fresh = run_job(make_cfg(tmp_path / "fresh", "trainer.max_steps=12"))  # trained from step 0
     assert fresh["continued_from"] is None
     assert all(fresh[k] == longer[k] for k in tests), "continuing = training to the larger budget at once"
+
+
+@pytest.mark.parametrize("content,why", [(b"", "an empty file"), (b"not a checkpoint\n" * 50, "UnpicklingError")])
+def test_a_file_that_is_no_checkpoint_gets_one_line(tmp_path, content, why):
+    (tmp_path / "x.ckpt").write_bytes(content)
+    problem = check_command_line(["eval_only=true", f"ckpt_path={tmp_path / 'x.ckpt'}", f"results_dir={tmp_path}/store"], CONF)
+    assert problem == (f"ckpt_path={tmp_path / 'x.ckpt'} is not a readable checkpoint ({why}); give a job's checkpoint, "
+                       "e.g. results/jobs/RUN_ID/last.ckpt")
+    assert not (tmp_path / "store").exists()
 
 
 def test_debug_runs_write_no_row(tmp_path):

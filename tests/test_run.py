@@ -1,6 +1,11 @@
 """run.py end to end, as a user types it."""
+import os
+import subprocess
+import sys
+
 import pytest
 
+from conftest import ROOT
 from gapbench.results import load_runs
 
 pytestmark = pytest.mark.slow
@@ -60,3 +65,15 @@ def test_help_lists_the_choices(cli):
     assert r.returncode == 0
     for word in ("cell=", "lstm_peephole", "gru_cho", "task=", "copy", "adding", "-m cell=lstm,gru gap=10,100"):
         assert word in r.stdout
+
+
+def test_results_dir_under_the_home_folder(tmp_path):
+    """`results_dir=~/x`, as a quoted argument or a shell that does not expand it: under $HOME, no folder `~`."""
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "results_dir=~/store", "logger=none", "progress=false",
+                           "trainer.max_steps=2", "probe.at=[]", "cell.hidden_size=8", "task.val_size=32",
+                           "task.test_size=32", "threads=1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(load_runs(tmp_path / "home" / "store")) == 1
+    assert not (tmp_path / "~").exists()

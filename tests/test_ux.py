@@ -7,6 +7,7 @@ import sys
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from gapbench.config import expand_user_paths
 from gapbench.config import help as gb_help
 from gapbench.sweep import progress as sweep_progress
 from gapbench.config.preflight import check_command_line
@@ -137,3 +138,12 @@ def test_the_help_lists_group_keys_and_its_examples_parse():
             results_cli.build_parser().parse_args(argv[3:])  # argparse exits 2 on a bad example
         else:
             assert argv[2] == "gapbench.report"
+
+
+def test_paths_as_users_type_them(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/me")
+    monkeypatch.setenv("DATA", "/data")
+    assert expand_user_paths(["results_dir=~/store", "task.path=$DATA/jsb.mat", "+ckpt_path=${HOME}/x.ckpt",
+                              "gap=10", "wandb.project=~x", "-m"]) == \
+        ["results_dir=/home/me/store", "task.path=/data/jsb.mat", "+ckpt_path=/home/me/x.ckpt", "gap=10",
+         "wandb.project=~x", "-m"]

@@ -15,7 +15,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 import gapbench.config.help  # noqa: E402,F401  (resolvers used by `--help`)
 import gapbench.sweep.slurm  # noqa: E402,F401  (resolver used by hydra/launcher=slurm)
-from gapbench.config import CONF  # noqa: E402
+from gapbench.config import CONF, expand_user_paths  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -50,6 +50,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
+    sys.argv[1:] = expand_user_paths(sys.argv[1:])  # before Hydra makes its run folder under results_dir
     if sys.argv[1:] in (["--help"], ["-h"]):  # Hydra's help lists every group of its own first: ~3 s
         print(gapbench.config.help.render())
         sys.exit(0)

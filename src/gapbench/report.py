@@ -443,8 +443,9 @@ def _table(df, task, setting, setting_keys, setting_label, keys_of, include_time
         diff = conditions.differences(vs) if len(vs) > 1 else {v: "" for v in vs}
         for v, d in diff.items():
             row_of[(cell, v)] = f"{cell}[{d}]" if d else cell
+            # a registered model's or an outside model's (cell.target) own title; an unknown name as it is
             labels[row_of[(cell, v)]] = cell_registry.title(cell) + (f" ({d.replace('cell.', '')})" if d else "") \
-                if cell in cell_registry.names() else cell + (f" ({d})" if d else "")
+                if cell in cell_registry.names() or "." in cell else cell + (f" ({d})" if d else "")
     df = df.assign(row=[row_of[(c, v)] for c, v in zip(df["cell"], df["variant"])])
     if include_time_capped:
         df = df.assign(stopped_by=df["stopped_by"].where(~time_capped(df), "max_time (included)"))

@@ -19,6 +19,9 @@ the one below, with `dropout` (default 0) between layers (`cells.stacked.Stacked
 layer). Non-recurrent models set their depth with their own option (tcn: `levels`, transformer:
 `depth`) and refuse layers > 1. Model-specific options are the typed keyword parameters of each
 class's __init__ (see `options_help(name)`), checked by `check_options`.
+
+A model from the user's own package needs no registry line: `cell=custom cell.target=pkg.module.Class`
+names it by its import path (conf/cell/custom.yaml), and every check here applies to it alike.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import importlib
 from torch import nn
 
 from gapbench.cells.base import OptionError, Range, SequenceModel, declared_options, takes, takes_max_len
+from gapbench.registry import import_class
 
 # name -> (module, class); modules are imported lazily so one broken cell cannot hide the others.
 # The order is the order of tables and legends.
@@ -75,16 +79,27 @@ def title(name: str) -> str:
 
 
 def cell_class(name: str) -> type[SequenceModel]:
-    if name not in CELLS:
-        raise ValueError(f"unknown cell '{name}'; valid cells: {', '.join(CELLS)}")
-    module, cls = CELLS[name]
-    return getattr(importlib.import_module(module), cls)
+    """The class of a registered model, or of an import path (a model from the user's own package)."""
+    if name in CELLS:
+        module, cls = CELLS[name]
+        return getattr(importlib.import_module(module), cls)
+    if name is None:
+        raise ValueError("cell=custom needs cell.target=package.module.Class, the import path of your model")
+    if "." not in str(name):
+        raise ValueError(f"unknown cell '{name}'; valid cells: {', '.join(CELLS)}, "
+                         "or your own model: cell=custom cell.target=package.module.Class")
+    cls = import_class(name, SequenceModel, "cell.target")
+    if not (isinstance(getattr(cls, "title", None), str) and cls.title):
+        raise ValueError(f"cell.target={name} has no `title` (its human name for tables and plots)")
+    if cls.has_step and not cls.recurrent:
+        raise ValueError(f"cell.target={name} declares has_step without recurrent: a step needs a state")
+    return cls
 
 
 def options(cell_cfg) -> dict:
-    """A cell config group minus name, hidden_size and recipe (how it is trained, gapbench.train.optim): the
-    keyword options of build()."""
-    return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size", "recipe")}
+    """A cell config group minus name, hidden_size, recipe (how it is trained, gapbench.train.optim) and
+    target (an outside model's import path): the keyword options of build()."""
+    return {k: v for k, v in dict(cell_cfg).items() if k not in ("name", "hidden_size", "recipe", "target")}
 
 
 def model_options(opts: dict) -> dict:

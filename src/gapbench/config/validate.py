@@ -188,11 +188,13 @@ def check_config(cfg: DictConfig | dict) -> None:
     """Static checks: names, types, ranges, paths. Cheap; runs for every job of a sweep before the first starts."""
     cfg = plain(cfg)
     check_required(cfg)
-    _choice("cell", cfg.cell.name, cells.names())
-    _choice("task", cfg.task.name, tasks.names())
+    try:
+        cells.cell_class(cfg.cell.name)  # a registered name, or the import path of the user's own model
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    task_cls = tasks.task_class(cfg.task.name)  # TaskError: shown as one line, like a ConfigError
     _choice("logger", cfg.logger.name, LOGGERS)
     _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
-    task_cls = tasks.task_class(cfg.task.name)
     _int("gap", cfg.gap, task_cls.min_gap, f" (task {task_cls.name}: gap = {task_cls.gap_meaning})")
     _int("seed", cfg.seed, 0, maximum=MAX_SEED)
     _int("cell.hidden_size", cfg.cell.hidden_size, 1)
@@ -348,22 +350,13 @@ def check_memory(batch: int, seq_len: int, hidden: int, device: str, cell: str =
 
 
 def check_checkpoint(ckpt_path: Any) -> None:
-    """eval_only's checkpoint: a file torch can read that carries a gapbench config."""
-    from gapbench.train.evaluate import CONFIG_KEY
-
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} is not a file; give a job's checkpoint, e.g. results/jobs/RUN_ID/last.ckpt")
-    import torch
+    """eval_only's checkpoint: a file torch can read that carries a gapbench config (jobstate.read_checkpoint)."""
+    from gapbench.train import jobstate
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - whatever torch cannot load is not a checkpoint to evaluate
-        raise ConfigError(f"ckpt_path={ckpt_path} is not a readable checkpoint ({type(e).__name__}: "
-                          f"{(str(e).strip().splitlines() or [''])[0][:120]})") from None
-    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt:
-        raise ConfigError(f"ckpt_path={ckpt_path} holds no gapbench config (written by an older gapbench, or "
-                          "not by gapbench); evaluate it by running its job's command again")
+        jobstate.read_checkpoint(str(ckpt_path))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_eval_memory(task: str, gap: int, task_opts: dict) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -122,7 +123,21 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _out_file(flag: str, path: str) -> str:
+    """An export destination as given (~ and $VARS expanded), checked before anything is written."""
+    p = Path(os.path.expandvars(path)).expanduser()
+    if p.is_dir():
+        raise CliError(f"{flag} {path} is a folder; give a file name, e.g. {flag} runs.{flag.lstrip('-')}")
+    if not p.parent.is_dir():
+        raise CliError(f"{flag} {path}: folder {p.parent} does not exist; give a file in an existing folder")
+    if not os.access(p.parent, os.W_OK):
+        raise CliError(f"{flag} {path}: folder {p.parent} is not writable")
+    return str(p)
+
+
 def cmd_export(args) -> int:
+    args.csv = args.csv and _out_file("--csv", args.csv)
+    args.parquet = args.parquet and _out_file("--parquet", args.parquet)
     df = select(_load(args), args)
     if args.parquet:
         try:

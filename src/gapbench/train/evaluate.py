@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as L
 
 from gapbench.config.validate import ConfigError
+from gapbench.train import jobstate
 from gapbench.train.jobstate import CONFIG_KEY
 
 log = logging.getLogger("gapbench")
@@ -31,19 +32,15 @@ log = logging.getLogger("gapbench")
 def load(ckpt_path: str | Path, changes: dict[str, Any] | None = None):
     """(config, GapModule with the checkpoint's weights, task, step) from a gapbench checkpoint;
     `changes`: {dotted key: value} among validate.EVAL_CHANGES, applied to its config first."""
-    import torch
     from omegaconf import OmegaConf
 
     from gapbench.train.job import make_model, make_task
     from gapbench.train.lightning_module import GapModule
 
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path} is not a file; give a job's checkpoint, e.g. results/jobs/RUN_ID/last.ckpt")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if CONFIG_KEY not in ckpt:
-        raise ConfigError(f"ckpt_path={ckpt_path} holds no gapbench config (written by an older gapbench, or "
-                          "not by gapbench); evaluate it by running its job's command again")
+    try:
+        ckpt = jobstate.read_checkpoint(ckpt_path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cfg = OmegaConf.create(ckpt[CONFIG_KEY])
     trained = {k: OmegaConf.select(cfg, k) for k in (changes or {})}
     for key, value in (changes or {}).items():

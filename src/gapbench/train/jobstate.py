@@ -239,3 +239,22 @@ class ConfigInCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint[CONFIG_KEY] = self.config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A gapbench checkpoint's contents (tensors on the CPU; the job's config under CONFIG_KEY).
+    ValueError, one line, for a missing file, a file that is no PyTorch checkpoint, or one without
+    gapbench's config."""
+    p = Path(path).expanduser()
+    example = "give a job's checkpoint, e.g. results/jobs/RUN_ID/last.ckpt"
+    if not p.is_file():
+        raise ValueError(f"ckpt_path={path} is not a file; {example}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, truncated, or not a checkpoint at all: torch says so in many ways
+        why = "an empty file" if p.stat().st_size == 0 else type(e).__name__
+        raise ValueError(f"ckpt_path={path} is not a readable checkpoint ({why}); {example}") from None
+    if not isinstance(ckpt, dict) or CONFIG_KEY not in ckpt:
+        raise ValueError(f"ckpt_path={path} holds no gapbench config (written by an older gapbench, or not by "
+                         "gapbench); evaluate it by running its job's command again")
+    return ckpt
