@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from gapbench.tasks.readout import Tagger
 from gapbench.tasks.base import SyntheticTask

@@ -167,10 +167,13 @@ def test_zaremba_small_config_is_the_paper_recipe():
     assert task.steps_per_epoch == 2323 and conf.trainer.max_steps == 13 * 2323
     assert conf.trainer.val_check_interval == task.steps_per_epoch
     g = torch.randn(1000)
+
+    def clip(v, c):
+        return v * min(1.0, c / v.norm().item())
+
     for scale in (0.01, 1.0, 100.0):  # below and above the clipping threshold
         gm = scale * g
         summed = gm * conf.gap
-        clip = lambda v, c: v * min(1.0, c / v.norm().item())
         assert torch.allclose(1.0 * clip(summed, 5.0), conf.optim.lr * clip(gm, conf.trainer.gradient_clip_val), rtol=1e-5)
 
 

@@ -1001,7 +1001,8 @@ def published_markdown(cmp: pd.DataFrame, published: pd.DataFrame) -> str:
         s = published.drop_duplicates("task")
         sizes = ", ".join(f"{r.task} ≈{r.model_size}" for r in s.itertuples())
     return ("# Published numbers side by side\n\n"
-            f"Source: {sources}. Ours: mean ± 95% t-interval half-width (n finished seeds) of the column named, one entry per condition (separated by ';'), over our runs "
+            f"Source: {sources}. Ours: mean ± 95% t-interval half-width (n finished seeds) of the column named, "
+            "one entry per condition (separated by ';'), over our runs "
             "with the same task, gap and cell; 'not run' where there are none. "
             + (f"The paper tuned each model to a fixed parameter budget ({sizes}) and trained to convergence; "
                if sizes else "")

@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in seeds:
             every[n] *= all_pass[n]
             hours[n] += n * per_seed / 3600
-        print(f"\nevery model passes (models independent): "
+        print("\nevery model passes (models independent): "
               + ", ".join(f"{n} seeds {all_pass[n]:.2f}" for n in seeds)
-              + f"\nthe search's job time, every model at n seeds (from the job time per seed): "
+              + "\nthe search's job time, every model at n seeds (from the job time per seed): "
               + ", ".join(f"{n} seeds {n * per_seed / 3600:.1f} h" for n in seeds) + "\n")
     if len(loaded) > 1:
         print(f"all {len(loaded)} sweeps: every model passes "
