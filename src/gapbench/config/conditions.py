@@ -25,7 +25,8 @@ PREFIX = "cfg."
 NOT_CONDITION = {"seed", "trainer.max_time", "hydra"}
 
 
-def _ignored(key: str) -> bool:
+def not_a_condition(key: str) -> bool:
+    """Whether a config key (without `cfg.`) is left out of every condition: the one list of them."""
     top = key.split(".", 1)[0]
     if key in NOT_CONDITION or top in NOT_CONDITION or top in PRESENTATION_KEYS:
         return True
@@ -54,7 +55,7 @@ def condition_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
             continue
         key = str(key)[len(PREFIX):]
         v = _value(v)
-        if v is None or _ignored(key) or neutral.get(key, object()) == v:
+        if v is None or not_a_condition(key) or neutral.get(key, object()) == v:
             continue
         out[key] = v
     return dict(sorted(out.items()))

@@ -14,22 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from gapbench.config import conditions
 from gapbench.paths import name_problem, output_file_problem
 from gapbench.results import UnusableRecord, load_runs, of_sweeps, read_row, run_path
 
 LS_COLUMNS = ["run_id", "task", "cell", "gap", "seed", "status", "score_name", "score", "baseline", "steps",
               "wall_s", "sweep_id"]
-# keys that differ between the rows of one comparison by design, or never change what is computed
-NOT_A_CONDITION = {"cfg.cell.name", "cfg.gap", "cfg.seed", "cfg.results_dir", "cfg.sweep_id", "cfg.rerun",
-                   "cfg.threads", "cfg.progress", "cfg.checkpoint_every", "cfg.logger.name", "cfg.verbose",
-                   "cfg.eval_only", "cfg.ckpt_path", "cfg.eval_out", "cfg.trainer.enable_progress_bar", "cfg.trainer.log_every_n_steps",
-                   "cfg.trainer.enable_model_summary", "cfg.trainer.num_sanity_val_steps"}
+# the keys that a comparison varies by design: its rows and columns
+COMPARED = {"cfg.cell.name", "cfg.gap"}
 
 
 class CliError(Exception):
@@ -123,21 +120,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-def _out_file(flag: str, path: str) -> str:
-    """An export destination as given (~ and $VARS expanded), checked before anything is written."""
-    p = Path(os.path.expandvars(path)).expanduser()
-    if p.is_dir():
-        raise CliError(f"{flag} {path} is a folder; give a file name, e.g. {flag} runs.{flag.lstrip('-')}")
-    if not p.parent.is_dir():
-        raise CliError(f"{flag} {path}: folder {p.parent} does not exist; give a file in an existing folder")
-    if not os.access(p.parent, os.W_OK):
-        raise CliError(f"{flag} {path}: folder {p.parent} is not writable")
-    return str(p)
-
-
 def cmd_export(args) -> int:
-    args.csv = args.csv and _out_file("--csv", args.csv)
-    args.parquet = args.parquet and _out_file("--parquet", args.parquet)
     df = select(_load(args), args)
     if args.parquet:
         try:
@@ -184,7 +167,8 @@ def pivot(df: pd.DataFrame, task: str) -> pd.DataFrame:
     if df.empty:
         raise CliError(f"no finished runs of task {task!r} match")
     if df.duplicated(["cell", "gap", "seed"]).any():
-        cfg_cols = [c for c in df.columns if c.startswith("cfg.") and c not in NOT_A_CONDITION]
+        cfg_cols = [c for c in df.columns if c.startswith("cfg.") and c not in COMPARED
+                    and not conditions.not_a_condition(c.removeprefix("cfg."))]
         differ = [c for c in cfg_cols if df[c].astype(str).nunique() > 1]
         raise CliError(f"the rows of task {task!r} hold more than one condition (they differ in "
                        f"{', '.join(differ) or 'config_hash'}); narrow with --sweep or --where KEY=VALUE")
