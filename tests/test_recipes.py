@@ -5,7 +5,6 @@ import glob
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -14,7 +13,8 @@ from omegaconf import OmegaConf
 from gapbench import cells
 from gapbench.cells.base import ParamGroup
 from gapbench.train import optim
-from gapbench.train.job import job_run_id, make_model, make_task
+from gapbench.config.identity import job_run_id
+from gapbench.train.job import make_model, make_task
 from gapbench.train.lightning_module import GapModule
 
 ROOT = Path(__file__).resolve().parents[1]
