@@ -1,6 +1,8 @@
 """Every config file is exercised: each experiment composed and passed through the preflight, each
 task and cell yaml read against its class's signature (the yaml lists the class's options at their defaults)."""
 import inspect
+import shutil
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -10,6 +12,7 @@ from gapbench.cells.base import declared_options
 from gapbench.config import CONF
 from gapbench.config.preflight import check_command_line
 
+ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TASK_YAMLS = sorted(p for p in (CONF / "task").glob("*.yaml") if p.stem != "custom")
 CELL_YAMLS = sorted(p for p in (CONF / "cell").glob("*.yaml") if p.stem != "custom")
@@ -18,6 +21,8 @@ CELL_YAMLS = sorted(p for p in (CONF / "cell").glob("*.yaml") if p.stem != "cust
 @pytest.mark.slow  # 1-20 s each: the preflight builds each job's model for its memory check
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_passes_the_preflight(name, tmp_path):
+    for selection in (ROOT / "reference" / "horizons").glob("*_lr.json"):  # the reference's hydra.sweeper.lr_from
+        shutil.copy(selection, tmp_path)
     assert check_command_line(["-m", f"experiment={name}", f"results_dir={tmp_path}"], CONF) is None
     assert not (tmp_path / "runs").exists()
 

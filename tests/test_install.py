@@ -5,6 +5,7 @@ line in a .pth file) but none of its .pth hooks, so the editable gapbench of the
 is invisible there and only the wheel's copy can be imported.
 """
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -25,7 +26,13 @@ def run(*cmd, cwd, env=None):
 
 
 def test_a_wheel_runs_a_job_and_a_report_from_another_folder(tmp_path):
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", ROOT,
+    source = tmp_path / "source"  # built from a copy: setuptools writes build/ and *.egg-info where it builds
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    for part in ("src", "tasks", "conf", "hydra_plugins"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", source,
         "-w", tmp_path / "dist", cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("gapbench-*.whl")
     venv = tmp_path / "venv"

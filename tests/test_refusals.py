@@ -400,7 +400,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_a_rerun_resumes(tm
 
 
 def test_logging_errors_are_dropped_not_printed_per_line():
-    from gapbench.train.quiet import quiet
+    from gapbench.quiet import quiet
 
     quiet(True)
     assert logging.raiseExceptions is False
@@ -442,7 +442,7 @@ def test_a_lock_that_is_a_folder_is_one_line(tmp_path):
 def test_lightnings_srun_hint_is_filtered():
     from lightning.fabric.utilities.warnings import PossibleUserWarning
 
-    from gapbench.train.quiet import quiet
+    from gapbench.quiet import quiet
 
     quiet(False)
     with warnings.catch_warnings(record=True) as caught:

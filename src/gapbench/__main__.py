@@ -21,7 +21,7 @@ from gapbench.config import CONF, expand_user_paths  # noqa: E402
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     # imported here, not above: torch, Lightning and W&B take seconds, and `--help` needs none of them
-    from gapbench.train.quiet import quiet
+    from gapbench.quiet import quiet
 
     quiet(cfg.verbose, wandb=cfg.logger.name == "wandb")
     from gapbench.sweep import progress as sweep_progress

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from gapbench import paths
-from gapbench.train import quiet
+from gapbench import quiet
 
 RUNS = "runs"
 CURVES = "curves"
