@@ -143,7 +143,7 @@ def one_type_per_column(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     one type (`cfg.progress`: false in one row, 10 in another; lists beside numbers) is written as
     text (JSON for lists and dicts, missing values stay missing). Returns (frame, the columns converted)."""
     out, converted = df.copy(), []
-    for col in df.columns[df.dtypes == object]:
+    for col in df.columns[df.dtypes == object]:  # noqa: E721 (a pandas dtype mask, not a type check)
         values = df[col].dropna()
         kinds = {type(v) for v in values}
         if len(kinds) <= 1 and not kinds & {list, dict}:
