@@ -1203,12 +1203,12 @@ def log_wandb(runs: pd.DataFrame, results_dir: Path | str, mode: str = "offline"
     line chart per task (wandb.plot.line_series, one line per cell). Returns the run dirs.
     A sweep's report run has a fixed id (from the sweep id and project): rendering the report again
     updates the same W&B run (offline: `wandb sync` resumes it) instead of adding one. W&B's console
-    lines are silenced as in a job (gapbench.train.quiet)."""
+    lines are silenced as in a job (gapbench.quiet)."""
     import hashlib
 
     import wandb
 
-    from gapbench.train.quiet import quiet
+    from gapbench.quiet import quiet
     quiet(False, wandb=True)
     results_dir = Path(results_dir).absolute()
     df = prepare(runs)
