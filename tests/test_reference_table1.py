@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gapbench import report, results, stats
+from gapbench import report, results
+from gapbench.analysis import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "reference" / "table1"
