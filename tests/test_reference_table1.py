@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from gapbench import report, results
 from gapbench.analysis import stats
+from gapbench.config import conditions
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "reference" / "table1"
@@ -106,6 +107,7 @@ PROBES = [("table1_gru_budget", "gru", "trainer.max_steps", 4580), ("table1_rnn_
 @pytest.mark.parametrize("store, cell, key, value", PROBES, ids=[p[0] for p in PROBES])
 def test_each_probe_changes_one_key_and_the_readme_states_its_rows(store, cell, key, value):
     df = results.load_runs(ROOT / "reference" / store)
+    assert conditions.assign(df)["condition"].nunique() == 1  # runs identical but for the seed
     want = {**protocol(cell), key: value}
     for _, r in df.iterrows():
         assert r["cell"] == cell and r["status"] == "finished"
