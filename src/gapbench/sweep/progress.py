@@ -199,7 +199,8 @@ class SweepProgress(Callback):
         status = "failed" if failed else row.get("status", "?")
         entry = {"job": config.hydra.job.num + 1, "status": f"skipped ({status})" if row.get("skipped") else status,
                  **{k: row.get(k) for k in TABLE_COLUMNS if k not in ("job", "status")}, "run_id": row.get("run_id"),
-                 "swept": {k: v for k, _, v in (o.lstrip("+~").partition("=") for o in config.hydra.overrides.task)
+                 "swept": {k: v for k, _, v in (o.lstrip("+~").partition("=")
+                                                  for o in OmegaConf.select(config, "hydra.overrides.task", default=[]))
                            if k in self.swept and k not in TABLE_COLUMNS}}
         # a job that failed, or ran elsewhere, has no (full) row: what it is comes from its config
         known = {"cell": OmegaConf.select(config, "cell.name"), "task": OmegaConf.select(config, "task.name"),
