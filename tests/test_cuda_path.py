@@ -33,6 +33,15 @@ def loss_of(out, final):
     return (out * w).sum() + sum((f ** 2).sum() for f in final)
 
 
+def assert_same(out, want_out, grads, want_grads):
+    """Outputs and gradients equal to float64 rounding; None where the reference has None."""
+    torch.testing.assert_close(out, want_out, atol=1e-12, rtol=1e-12)
+    for g, w in zip(grads, want_grads):
+        assert (g is None) == (w is None)
+        if w is not None:
+            torch.testing.assert_close(g, w, atol=1e-11, rtol=1e-11)
+
+
 def test_the_hand_written_lstms_take_the_pointwise_path():
     assert {"lstm_peephole", "lstm_cifg", "lstm_greff_v", "lstm_greff_nig"} <= set(POINTWISE)
     assert "gru_cho" not in POINTWISE and "lstm_greff_fgr" not in POINTWISE  # two matmuls a step: graph only
@@ -48,11 +57,7 @@ def test_pointwise_sequence_matches_the_autograd_reference(name):
     want = torch.autograd.grad(loss_of(out, final), inputs, allow_unused=True)
     out2, final2 = _cuda.pointwise_sequence(cell, x, state, compile=False)
     got = torch.autograd.grad(loss_of(out2, final2), inputs, allow_unused=True)
-    torch.testing.assert_close(out2, out, atol=1e-12, rtol=1e-12)
-    for g, w in zip(got, want):
-        assert (g is None) == (w is None)
-        if w is not None:
-            torch.testing.assert_close(g, w, atol=1e-11, rtol=1e-11)
+    assert_same(out2, out, got, want)
 
 
 class TinyJANET(LoopCell):
@@ -175,11 +180,7 @@ def test_models_with_a_pointwise_step_match_their_own_loop(name, opts):
     else:
         out2, final2 = _cuda.run_pointwise(m, m.linear(x), None, h0, [], compile=False)
     got = torch.autograd.grad(loss_of(out2, final2), inputs, allow_unused=True)
-    torch.testing.assert_close(out2, out, atol=1e-12, rtol=1e-12)
-    for g, w in zip(got, want):
-        assert (g is None) == (w is None)
-        if w is not None:
-            torch.testing.assert_close(g, w, atol=1e-11, rtol=1e-11)
+    assert_same(out2, out, got, want)
 
 
 def test_pointwise_path_under_autocast_runs_the_recurrence_in_the_parameters_dtype():
