@@ -181,7 +181,7 @@ def run_pointwise(cell, x_proj, weight, state, params, compile: bool | None = No
 
 
 class _Released(torch.autograd.Function):
-    """Identity whose backward marks the graph's outputs as consumed (see graph_forward)."""
+    """Identity whose backward marks the graph's outputs as consumed (see graph_call)."""
 
     @staticmethod
     def forward(ctx, flag, *xs):
